@@ -1,0 +1,49 @@
+// Byte-level layout of a pad/unpad: both are row copies between a ragged buffer
+// values [L, D] and a padded buffer [B, T, D] (or [T, B, D], expressed through
+// the strides), so one dtype-agnostic description serves the CPU and CUDA kernels.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define PADKERN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define PADKERN_HOST_DEVICE inline
+#endif
+
+namespace padkern {
+
+struct PaddingLayout {
+  const int64_t* offsets;  // [B+1], validated at the boundary
+  int64_t batch;           // B
+  int64_t padded_length;   // T
+  int64_t row_bytes;       // D * element size
+  int64_t values_row_stride;     // bytes between consecutive tokens of values
+  int64_t padded_batch_stride;   // bytes between sequences of the padded buffer
+  int64_t padded_time_stride;    // bytes between time steps of the padded buffer
+};
+
+// Row r of the padded buffer enumerates (b, t) batch-major: b = r / T, t = r % T.
+PADKERN_HOST_DEVICE int64_t padded_row_offset(const PaddingLayout& layout, int64_t b, int64_t t) {
+  return b * layout.padded_batch_stride + t * layout.padded_time_stride;
+}
+
+}  // namespace padkern
+
+namespace padkern {
+
+// The sequence holding token `token`: the largest b with offsets[b] <= token. Zero-length
+// sequences share their offset with the next sequence and are skipped by taking the largest.
+PADKERN_HOST_DEVICE int64_t sequence_of_token(const int64_t* offsets, int64_t batch, int64_t token) {
+  int64_t low = 0, high = batch - 1;
+  while (low < high) {
+    const int64_t mid = (low + high + 1) / 2;
+    if (offsets[mid] <= token) {
+      low = mid;
+    } else {
+      high = mid - 1;
+    }
+  }
+  return low;
+}
+
+}  // namespace padkern

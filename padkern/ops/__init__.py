@@ -1,0 +1,5 @@
+"""padkern's ops. Each validates once at the boundary and runs on the backend chosen by
+``backend=`` (per call), ``padkern.use_backend`` (per block), or ``auto``."""
+from .padding import pad, unpad
+
+__all__ = ["pad", "unpad"]

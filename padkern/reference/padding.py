@@ -1,0 +1,27 @@
+"""Reference pad/unpad: index arithmetic in plain PyTorch, differentiable by autograd."""
+import torch
+
+
+def token_coordinates(offsets: torch.Tensor, total_tokens: int):
+    """(sequence index, position in sequence) of each of the L tokens, int64 [L] each."""
+    lengths = offsets[1:] - offsets[:-1]
+    batch = lengths.numel()
+    seq = torch.repeat_interleave(torch.arange(batch, device=offsets.device), lengths, output_size=total_tokens)
+    pos = torch.arange(total_tokens, device=offsets.device) - offsets[seq]
+    return seq, pos
+
+
+def pad(values, offsets, total_length: int, padding_value: float, batch_first: bool):
+    """values [L, D] -> [B, T, D] (batch_first) or [T, B, D]; positions past each length hold padding_value."""
+    batch = offsets.numel() - 1
+    seq, pos = token_coordinates(offsets, values.shape[0])
+    shape = (batch, total_length) if batch_first else (total_length, batch)
+    out = values.new_full(shape + tuple(values.shape[1:]), padding_value)
+    index = (seq, pos) if batch_first else (pos, seq)
+    return out.index_put(index, values)
+
+
+def unpad(padded, offsets, total_tokens: int, batch_first: bool):
+    """[B, T, D] (batch_first) or [T, B, D] -> values [L, D], the first lengths[b] rows of each sequence."""
+    seq, pos = token_coordinates(offsets, total_tokens)
+    return padded[seq, pos] if batch_first else padded[pos, seq]

@@ -1,0 +1,88 @@
+"""Build padkern's C++ CPU extension and, where the toolchain allows, its CUDA extension.
+
+The CUDA extension is built when the installed torch is a CUDA build and nvcc is
+found under CUDA_HOME: whether a GPU is present is irrelevant, so CUDA code
+compiles and links on a CPU-only machine too.
+
+Knobs (environment variables):
+  PADKERN_NO_CUDA=1          build the CPU extension only
+  PADKERN_CUDA_ARCHS="80;90" compute capabilities to compile for (default 80;90)
+"""
+import glob
+import os
+import sys
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INCLUDE = [os.path.join(HERE, "csrc", "include")]
+# C++ standard left to torch (2.14 needs C++20 for its headers).
+CXX_FLAGS = ["-O3", "-fopenmp"]
+
+
+def cuda_build_wanted() -> bool:
+    if os.environ.get("PADKERN_NO_CUDA", "0") == "1":
+        return False
+    if torch.version.cuda is None:
+        print("padkern: torch is a CPU-only build; building CPU kernels only", file=sys.stderr)
+        return False
+    if CUDA_HOME is None or not os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        print("padkern: nvcc not found under CUDA_HOME; building CPU kernels only", file=sys.stderr)
+        return False
+    return True
+
+
+def cuda_arch_flags() -> list:
+    archs = os.environ.get("PADKERN_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
+    flags = []
+    for arch in filter(None, (a.strip().replace(".", "") for a in archs)):
+        flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+    return flags
+
+
+def cuda_toolkit_includes() -> list:
+    # A minimal toolkit ships without cuBLAS/cuSPARSE headers that ATen's CUDA
+    # headers include; the CUDA build of torch brings them as nvidia-* wheels.
+    found = []
+    for path in sys.path:
+        found += glob.glob(os.path.join(path, "nvidia", "cu*", "include"))
+        found += glob.glob(os.path.join(path, "nvidia", "*", "include"))
+    return sorted(set(found))
+
+
+def extensions() -> list:
+    exts = [
+        CppExtension(
+            "padkern._C",
+            sorted(glob.glob("csrc/cpu/*.cpp")),
+            include_dirs=INCLUDE,
+            extra_compile_args={"cxx": CXX_FLAGS},
+            extra_link_args=["-fopenmp"],
+        )
+    ]
+    if cuda_build_wanted():
+        # Torch's own arch list would otherwise be appended to ours.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ""
+        exts.append(
+            CUDAExtension(
+                "padkern._cuda",
+                sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
+                include_dirs=INCLUDE + cuda_toolkit_includes(),
+                extra_compile_args={
+                    "cxx": ["-O3"],
+                    "nvcc": ["-O3", "-std=c++17", "-lineinfo"] + cuda_arch_flags(),
+                },
+            )
+        )
+    return exts
+
+
+setup(
+    name="padkern",
+    version="0.1.0",
+    packages=find_packages(include=["padkern", "padkern.*"]),
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
