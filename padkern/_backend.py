@@ -38,7 +38,7 @@ def use_backend(name: str):
         _forced.pop()
 
 
-def _triton_interpreted() -> bool:
+def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -61,7 +61,7 @@ def why_unavailable(name: str, device: torch.device):
     if name == "triton":
         if _extension.TRITON_MISSING:
             return f"triton is not installed ({_extension.TRITON_MISSING})"
-        if device.type == "cpu" and not _triton_interpreted():
+        if device.type == "cpu" and not triton_interpreted():
             return "triton runs on CPU tensors only under TRITON_INTERPRET=1"
         if device.type not in ("cpu", "cuda"):
             return f"triton does not run on {device}"

@@ -5,6 +5,8 @@ Registration (fake functions and autograd) for the native ops (``padkern::pad``,
 functions that validate once and dispatch to the chosen backend. pad and unpad
 are each other's adjoint, so each one's backward is the other.
 """
+import math
+
 import torch
 
 from .. import _backend, _validate
@@ -63,6 +65,10 @@ def _register_adjoint_pair(pad_op, unpad_op):
 _register_adjoint_pair(*_NATIVE)
 if _TRITON is not None:
     _register_adjoint_pair(*_TRITON)
+    if _backend.triton_interpreted():
+        # Interpreted kernels run eagerly even on fake tensors; give shapes instead.
+        _TRITON[0].register_fake(_pad_fake)
+        _TRITON[1].register_fake(_unpad_fake)
 
 
 def _ops_for(backend: str):
@@ -94,7 +100,7 @@ def pad(values, offsets, total_length=None, padding_value=0.0, batch_first=True,
         raise ValueError(f"total_length must be non-negative, got {total_length}")
     features = values.shape[1:]
     pad_op, _ = _ops_for(_backend.resolve(backend, values.device))
-    flat = feature_contiguous(values.reshape(values.shape[0], -1))
+    flat = feature_contiguous(values.reshape(values.shape[0], math.prod(features)))
     padded = pad_op(flat, offsets, total_length, float(padding_value), batch_first)
     return padded.view(padded.shape[:2] + features)
 
@@ -121,5 +127,5 @@ def unpad(padded, offsets, batch_first=True, *, total_tokens=None, backend=None)
             raise ValueError(f"lengths must not exceed the padded length {padded_length}, got {longest}")
     features = padded.shape[2:]
     _, unpad_op = _ops_for(_backend.resolve(backend, padded.device))
-    flat = feature_contiguous(padded.reshape(padded.shape[0], padded.shape[1], -1))
+    flat = feature_contiguous(padded.reshape(padded.shape[0], padded.shape[1], math.prod(features)))
     return unpad_op(flat, offsets, total_tokens, batch_first).view((total_tokens,) + features)

@@ -2,7 +2,9 @@
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
+
+from .registration import triton_kernel_op
 
 
 @triton.jit
@@ -54,7 +56,7 @@ def _time_batch_strides(padded: torch.Tensor, batch_first: bool):
     return (padded.stride(0), padded.stride(1)) if batch_first else (padded.stride(1), padded.stride(0))
 
 
-@triton_op("padkern::pad_triton", mutates_args=())
+@triton_kernel_op("padkern::pad_triton")
 def pad_triton(values: torch.Tensor, offsets: torch.Tensor, total_length: int, padding_value: float, batch_first: bool) -> torch.Tensor:
     batch, features = offsets.shape[0] - 1, values.shape[1]
     shape = (batch, total_length, features) if batch_first else (total_length, batch, features)
@@ -71,7 +73,7 @@ def pad_triton(values: torch.Tensor, offsets: torch.Tensor, total_length: int, p
     return padded
 
 
-@triton_op("padkern::unpad_triton", mutates_args=())
+@triton_kernel_op("padkern::unpad_triton")
 def unpad_triton(padded: torch.Tensor, offsets: torch.Tensor, total_tokens: int, batch_first: bool) -> torch.Tensor:
     batch, features = offsets.shape[0] - 1, padded.shape[2]
     padded_length = padded.shape[1] if batch_first else padded.shape[0]

@@ -1,0 +1,123 @@
+"""Benchmark harness: candidates of one case are timed in the same process,
+interleaved round by round (so drift in clocks or load hits all alike), and
+reported as medians and as ratios against the case's baseline, next to a floor
+(the bytes or FLOPs the work needs over the machine's measured rate)."""
+import csv
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _time_once(fn, device: torch.device) -> float:
+    """Seconds for one call; CUDA events on a GPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    begin = time.perf_counter()
+    fn()
+    return time.perf_counter() - begin
+
+
+def interleaved_medians(candidates: dict, device: torch.device, rounds: int, warmup: int = 2) -> dict:
+    """Median seconds of each candidate over `rounds`, candidates alternating each round."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            samples[name].append(_time_once(fn, device))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large tensor copy (read + write counted)."""
+    source = torch.empty(64 * 2**20 // 4, dtype=torch.float32, device=device).uniform_()
+    target = torch.empty_like(source)
+    seconds = interleaved_medians({"copy": lambda: target.copy_(source)}, device, rounds=7)["copy"]
+    return 2 * source.numel() * 4 / seconds
+
+
+def matmul_rate(device: torch.device, dtype=torch.float32) -> float:
+    """FLOP per second of a large square matmul."""
+    n = 2048 if device.type == "cuda" else 768
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = interleaved_medians({"mm": lambda: a @ b}, device, rounds=5)["mm"]
+    return 2 * n**3 / seconds
+
+
+@dataclass
+class Report:
+    name: str
+    device: torch.device
+    rows: list = field(default_factory=list)
+
+    def add(self, case: dict, medians: dict, baseline: str, floor_seconds: float) -> None:
+        for candidate, seconds in medians.items():
+            self.rows.append(
+                dict(case, candidate=candidate, median_ms=seconds * 1e3,
+                     ratio_vs_baseline=seconds / medians[baseline], baseline=baseline,
+                     floor_ms=floor_seconds * 1e3, device=device_name(self.device))
+            )
+
+    def print_table(self) -> None:
+        if not self.rows:
+            return
+        keys = [k for k in self.rows[0] if k not in ("device", "baseline")]
+        print(f"\n== {self.name} on {device_name(self.device)} (ratio: time / {self.rows[0]['baseline']}) ==")
+        print(" | ".join(keys))
+        for row in self.rows:
+            print(" | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys))
+
+    def save(self) -> str:
+        os.makedirs(RESULTS, exist_ok=True)
+        stem = os.path.join(RESULTS, f"{self.name}_{self.device.type}")
+        with open(stem + ".json", "w") as handle:
+            json.dump(self.rows, handle, indent=1)
+        with open(stem + ".csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        self._plot(stem + ".png")
+        return stem
+
+    def _plot(self, path: str) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        cases = sorted({row["case"] for row in self.rows}, key=[r["case"] for r in self.rows].index)
+        candidates = sorted({row["candidate"] for row in self.rows}, key=[r["candidate"] for r in self.rows].index)
+        figure, axis = plt.subplots(figsize=(max(6, len(cases) * 1.2), 4))
+        width = 0.8 / len(candidates)
+        for i, candidate in enumerate(candidates):
+            ratios = [next((r["ratio_vs_baseline"] for r in self.rows if r["case"] == c and r["candidate"] == candidate), 0) for c in cases]
+            axis.bar([x + i * width for x in range(len(cases))], ratios, width, label=candidate)
+        axis.set_xticks([x + 0.4 - width / 2 for x in range(len(cases))], cases, rotation=30, ha="right", fontsize=7)
+        axis.set_ylabel("time / baseline (lower is better)")
+        axis.set_title(f"{self.name} on {device_name(self.device)}")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
