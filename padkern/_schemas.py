@@ -12,3 +12,29 @@ _lib = torch.library.Library("padkern", "DEF")
 _lib.define("pad(Tensor values, Tensor offsets, SymInt total_length, float padding_value, bool batch_first) -> Tensor")
 # padded [B, T, D] (or [T, B, D]) -> values [L, D]; L = total_tokens = offsets[-1].
 _lib.define("unpad(Tensor padded, Tensor offsets, SymInt total_tokens, bool batch_first) -> Tensor")
+
+# One layer, one direction of an LSTM over a ragged batch. gates_x [L, 4H] holds the
+# input projection plus both biases; h0, c0 [B, H]. Returns output [L, H], h_n, c_n
+# [B, H], and what backward needs (activated gates [L, 4H] and cell states [L, H];
+# empty [0, ...] when save_for_backward is false).
+_lib.define(
+    "lstm_recurrence(Tensor gates_x, Tensor offsets, Tensor w_hh, Tensor h0, Tensor c0, bool reverse, "
+    "bool save_for_backward) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+# -> grad_gates [L, 4H], grad_h0 [B, H], grad_c0 [B, H]
+_lib.define(
+    "lstm_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor gates, Tensor cell, "
+    "Tensor offsets, Tensor w_hh, Tensor c0, bool reverse) -> (Tensor, Tensor, Tensor)"
+)
+# GRU: gates_x [L, 3H] = input projection + b_ih; b_hh [3H] stays inside the reset
+# product. Returns output [L, H], h_n [B, H], activated gates [L, 3H] and
+# hh_n = h W_hn^T + b_hn [L, H] for backward.
+_lib.define(
+    "gru_recurrence(Tensor gates_x, Tensor offsets, Tensor w_hh, Tensor b_hh, Tensor h0, bool reverse, "
+    "bool save_for_backward) -> (Tensor, Tensor, Tensor, Tensor)"
+)
+# -> grad_gates_x [L, 3H], grad_gates_hh [L, 3H] (of h W_hh^T + b_hh), grad_h0 [B, H]
+_lib.define(
+    "gru_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor gates, Tensor hh_n, Tensor output, "
+    "Tensor offsets, Tensor w_hh, Tensor h0, bool reverse) -> (Tensor, Tensor, Tensor)"
+)

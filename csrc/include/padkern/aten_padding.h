@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "padkern/padding_layout.h"
+#include "padkern/ragged_layout.h"
 
 namespace padkern {
 

@@ -2,7 +2,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include "padkern/padding_layout.h"
+#include "padkern/ragged_layout.h"
 
 namespace padkern {
 namespace cuda {

@@ -1,3 +1,5 @@
+// Index arithmetic on ragged buffers shared by the CPU and CUDA kernels.
+//
 // Byte-level layout of a pad/unpad: both are row copies between a ragged buffer
 // values [L, D] and a padded buffer [B, T, D] (or [T, B, D], expressed through
 // the strides), so one dtype-agnostic description serves the CPU and CUDA kernels.
@@ -44,6 +46,12 @@ PADKERN_HOST_DEVICE int64_t sequence_of_token(const int64_t* offsets, int64_t ba
     }
   }
   return low;
+}
+
+// Token of step t (0-based) of a sequence occupying [bos, eos): forward runs bos, bos+1,
+// ...; reverse runs each sequence from its own last token (eos-1) back to bos.
+PADKERN_HOST_DEVICE int64_t step_token(int64_t bos, int64_t eos, int64_t t, bool reverse) {
+  return reverse ? eos - 1 - t : bos + t;
 }
 
 }  // namespace padkern

@@ -1,0 +1,149 @@
+// CPU kernels of padkern::gru_recurrence / gru_recurrence_backward; same schedule as
+// the LSTM (csrc/cpu/lstm.cpp): one BLAS call per step on the running sequences,
+// then a fused gate loop reading and writing the ragged buffers in place.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "padkern/rnn_cells.h"
+#include "rnn_schedule.h"
+
+namespace padkern {
+namespace cpu {
+namespace {
+
+template <typename scalar_t>
+void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Tensor& w, const scalar_t* b_hh,
+                        const scalar_t* h0, bool reverse, int64_t batch, int64_t hidden, scalar_t* out, scalar_t* h_n,
+                        scalar_t* saved_gates, scalar_t* saved_hh_n) {
+  const int64_t gates = 3 * hidden;
+  const RaggedSchedule schedule = make_schedule(offsets, batch);
+  at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
+  at::Tensor projected_buffer = at::empty({batch, gates}, w.options());
+  scalar_t *h = h_buffer.data_ptr<scalar_t>(), *projected = projected_buffer.data_ptr<scalar_t>();
+  gather_rows(h0, schedule.order, hidden, h);
+
+  for (int64_t t = 0; t < schedule.steps; ++t) {
+    const int64_t running = schedule.active[t];
+    project_state(h_buffer, running, w, projected_buffer);
+    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t b = schedule.order[k];
+        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+        const scalar_t* x_row = x + token * gates;
+        const scalar_t* p_row = projected + k * gates;
+        for (int64_t j = 0; j < hidden; ++j) {
+          const scalar_t hh_n = p_row[2 * hidden + j] + b_hh[2 * hidden + j];
+          const GruStep<scalar_t> s = gru_forward<scalar_t>(
+              x_row[j], x_row[hidden + j], x_row[2 * hidden + j], p_row[j] + b_hh[j],
+              p_row[hidden + j] + b_hh[hidden + j], hh_n, h[k * hidden + j]);
+          h[k * hidden + j] = s.h;
+          out[token * hidden + j] = s.h;
+          if (saved_gates != nullptr) {
+            scalar_t* g_row = saved_gates + token * gates;
+            g_row[j] = s.r;
+            g_row[hidden + j] = s.z;
+            g_row[2 * hidden + j] = s.n;
+            saved_hh_n[token * hidden + j] = hh_n;
+          }
+        }
+      }
+    });
+  }
+  scatter_rows(h, schedule.order, hidden, h_n);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cpu(
+    const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
+    const at::Tensor& h0, bool reverse, bool save_for_backward) {
+  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
+  at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
+  at::Tensor h_n = at::empty_like(h0);
+  at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 3 * hidden}, gates_x.options());
+  at::Tensor saved_hh_n = at::empty({save_for_backward ? tokens : 0, hidden}, gates_x.options());
+  const at::Tensor x = gates_x.contiguous(), w = w_hh.contiguous(), b = b_hh.contiguous(), h = h0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(gates_x.scalar_type(), "padkern_gru_recurrence_cpu", [&] {
+    gru_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), w,
+                                 b.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), reverse, batch, hidden,
+                                 output.data_ptr<scalar_t>(), h_n.data_ptr<scalar_t>(),
+                                 save_for_backward ? saved_gates.data_ptr<scalar_t>() : nullptr,
+                                 save_for_backward ? saved_hh_n.data_ptr<scalar_t>() : nullptr);
+  });
+  return {output, h_n, saved_gates, saved_hh_n};
+}
+
+template <typename scalar_t>
+void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, const scalar_t* saved_gates,
+                         const scalar_t* saved_hh_n, const scalar_t* output, const int64_t* offsets, const at::Tensor& w,
+                         const scalar_t* h0, bool reverse, int64_t batch, int64_t hidden, scalar_t* grad_gates_x,
+                         scalar_t* grad_gates_hh, scalar_t* grad_h0) {
+  const int64_t gates = 3 * hidden;
+  const RaggedSchedule schedule = make_schedule(offsets, batch);
+  at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
+  at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());
+  scalar_t *dh = dh_buffer.data_ptr<scalar_t>(), *step_grad = step_grad_buffer.data_ptr<scalar_t>();
+  gather_rows(grad_h_n, schedule.order, hidden, dh);
+
+  for (int64_t t = schedule.steps - 1; t >= 0; --t) {
+    const int64_t running = schedule.active[t];
+    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t b = schedule.order[k];
+        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+        const scalar_t* h_prev =
+            t == 0 ? h0 + b * hidden : output + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
+        const scalar_t* g_row = saved_gates + token * gates;
+        scalar_t* step_row = step_grad + k * gates;
+        scalar_t* x_row = grad_gates_x + token * gates;
+        for (int64_t j = 0; j < hidden; ++j) {
+          const GruGrad<scalar_t> g =
+              gru_backward<scalar_t>(g_row[j], g_row[hidden + j], g_row[2 * hidden + j], saved_hh_n[token * hidden + j],
+                                     h_prev[j], dh[k * hidden + j] + grad_out[token * hidden + j]);
+          x_row[j] = step_row[j] = g.d_r;
+          x_row[hidden + j] = step_row[hidden + j] = g.d_z;
+          x_row[2 * hidden + j] = g.d_n;
+          step_row[2 * hidden + j] = g.d_hh_n;
+          // The direct z * h_prev path; the W_hh path is accumulated onto it below.
+          dh[k * hidden + j] = g.dh_prev_direct;
+        }
+        std::copy_n(step_row, gates, grad_gates_hh + token * gates);
+      }
+    });
+    back_project_gates(step_grad_buffer, running, w, 1.0, dh_buffer);
+  }
+  scatter_rows(dh, schedule.order, hidden, grad_h0);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
+    const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
+    const at::Tensor& h0, bool reverse) {
+  const int64_t batch = h0.size(0), hidden = h0.size(1);
+  at::Tensor grad_gates_x = at::empty({grad_output.size(0), 3 * hidden}, grad_output.options());
+  at::Tensor grad_gates_hh = at::empty_like(grad_gates_x);
+  at::Tensor grad_h0 = at::empty_like(h0);
+  const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), sg = saved_gates.contiguous();
+  const at::Tensor sn = saved_hh_n.contiguous(), out = output.contiguous(), w = w_hh.contiguous(), h = h0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "padkern_gru_recurrence_backward_cpu", [&] {
+    gru_backward_kernel<scalar_t>(go.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), sg.data_ptr<scalar_t>(),
+                                  sn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(),
+                                  w, h.data_ptr<scalar_t>(), reverse, batch, hidden,
+                                  grad_gates_x.data_ptr<scalar_t>(), grad_gates_hh.data_ptr<scalar_t>(),
+                                  grad_h0.data_ptr<scalar_t>());
+  });
+  return {grad_gates_x, grad_gates_hh, grad_h0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CPU, m) {
+  m.impl("gru_recurrence", &gru_recurrence_cpu);
+  m.impl("gru_recurrence_backward", &gru_recurrence_backward_cpu);
+}
+
+}  // namespace cpu
+}  // namespace padkern

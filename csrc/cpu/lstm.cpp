@@ -1,0 +1,155 @@
+// CPU kernels of padkern::lstm_recurrence / lstm_recurrence_backward: per step one
+// BLAS call on the running sequences' state, then a fused gate loop over them that
+// reads each sequence's precomputed input gates at its own token and writes the
+// output row in place. All buffers are allocated once per call.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "padkern/rnn_cells.h"
+#include "rnn_schedule.h"
+
+namespace padkern {
+namespace cpu {
+namespace {
+
+template <typename scalar_t>
+void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Tensor& w, const scalar_t* h0,
+                         const scalar_t* c0, bool reverse, int64_t batch, int64_t hidden, scalar_t* out, scalar_t* h_n,
+                         scalar_t* c_n, scalar_t* saved_gates, scalar_t* saved_cell) {
+  const int64_t gates = 4 * hidden;
+  const RaggedSchedule schedule = make_schedule(offsets, batch);
+  at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
+  at::Tensor c_buffer = at::empty({batch, hidden}, w.options());
+  at::Tensor projected_buffer = at::empty({batch, gates}, w.options());
+  scalar_t *h = h_buffer.data_ptr<scalar_t>(), *c = c_buffer.data_ptr<scalar_t>(), *projected = projected_buffer.data_ptr<scalar_t>();
+  gather_rows(h0, schedule.order, hidden, h);
+  gather_rows(c0, schedule.order, hidden, c);
+
+  for (int64_t t = 0; t < schedule.steps; ++t) {
+    const int64_t running = schedule.active[t];
+    project_state(h_buffer, running, w, projected_buffer);
+    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t b = schedule.order[k];
+        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+        const scalar_t* x_row = x + token * gates;
+        const scalar_t* p_row = projected + k * gates;
+        for (int64_t j = 0; j < hidden; ++j) {
+          const LstmStep<scalar_t> s =
+              lstm_forward<scalar_t>(x_row[j] + p_row[j], x_row[hidden + j] + p_row[hidden + j],
+                                     x_row[2 * hidden + j] + p_row[2 * hidden + j],
+                                     x_row[3 * hidden + j] + p_row[3 * hidden + j], c[k * hidden + j]);
+          c[k * hidden + j] = s.c;
+          h[k * hidden + j] = s.h;
+          out[token * hidden + j] = s.h;
+          if (saved_gates != nullptr) {
+            scalar_t* g_row = saved_gates + token * gates;
+            g_row[j] = s.gates.i;
+            g_row[hidden + j] = s.gates.f;
+            g_row[2 * hidden + j] = s.gates.g;
+            g_row[3 * hidden + j] = s.gates.o;
+            saved_cell[token * hidden + j] = s.c;
+          }
+        }
+      }
+    });
+  }
+  scatter_rows(h, schedule.order, hidden, h_n);
+  scatter_rows(c, schedule.order, hidden, c_n);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cpu(
+    const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
+    const at::Tensor& c0, bool reverse, bool save_for_backward) {
+  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
+  at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
+  at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
+  at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 4 * hidden}, gates_x.options());
+  at::Tensor saved_cell = at::empty({save_for_backward ? tokens : 0, hidden}, gates_x.options());
+  const at::Tensor x = gates_x.contiguous(), w = w_hh.contiguous(), h = h0.contiguous(), c = c0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(gates_x.scalar_type(), "padkern_lstm_recurrence_cpu", [&] {
+    lstm_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), w,
+                                  h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), reverse, batch, hidden,
+                                  output.data_ptr<scalar_t>(), h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(),
+                                  save_for_backward ? saved_gates.data_ptr<scalar_t>() : nullptr,
+                                  save_for_backward ? saved_cell.data_ptr<scalar_t>() : nullptr);
+  });
+  return {output, h_n, c_n, saved_gates, saved_cell};
+}
+
+template <typename scalar_t>
+void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, const scalar_t* grad_c_n,
+                          const scalar_t* saved_gates, const scalar_t* saved_cell, const int64_t* offsets,
+                          const at::Tensor& w, const scalar_t* c0, bool reverse, int64_t batch, int64_t hidden,
+                          scalar_t* grad_gates, scalar_t* grad_h0, scalar_t* grad_c0) {
+  const int64_t gates = 4 * hidden;
+  const RaggedSchedule schedule = make_schedule(offsets, batch);
+  at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
+  at::Tensor dc_buffer = at::empty({batch, hidden}, w.options());
+  at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());
+  scalar_t *dh = dh_buffer.data_ptr<scalar_t>(), *dc = dc_buffer.data_ptr<scalar_t>(), *step_grad = step_grad_buffer.data_ptr<scalar_t>();
+  gather_rows(grad_h_n, schedule.order, hidden, dh);
+  gather_rows(grad_c_n, schedule.order, hidden, dc);
+
+  for (int64_t t = schedule.steps - 1; t >= 0; --t) {
+    const int64_t running = schedule.active[t];
+    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t b = schedule.order[k];
+        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+        const scalar_t* c_prev_row =
+            t == 0 ? c0 + b * hidden : saved_cell + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
+        const scalar_t* g_row = saved_gates + token * gates;
+        scalar_t* step_row = step_grad + k * gates;
+        for (int64_t j = 0; j < hidden; ++j) {
+          const LstmGates<scalar_t> activated{g_row[j], g_row[hidden + j], g_row[2 * hidden + j], g_row[3 * hidden + j]};
+          const LstmGrad<scalar_t> g =
+              lstm_backward<scalar_t>(activated, saved_cell[token * hidden + j], c_prev_row[j],
+                                      dh[k * hidden + j] + grad_out[token * hidden + j], dc[k * hidden + j]);
+          step_row[j] = g.d_i;
+          step_row[hidden + j] = g.d_f;
+          step_row[2 * hidden + j] = g.d_g;
+          step_row[3 * hidden + j] = g.d_o;
+          dc[k * hidden + j] = g.dc_prev;
+        }
+        std::copy_n(step_row, gates, grad_gates + token * gates);
+      }
+    });
+    back_project_gates(step_grad_buffer, running, w, 0.0, dh_buffer);
+  }
+  scatter_rows(dh, schedule.order, hidden, grad_h0);
+  scatter_rows(dc, schedule.order, hidden, grad_c0);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
+    const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
+  const int64_t batch = c0.size(0), hidden = c0.size(1);
+  at::Tensor grad_gates = at::empty({grad_output.size(0), 4 * hidden}, grad_output.options());
+  at::Tensor grad_h0 = at::empty_like(c0), grad_c0 = at::empty_like(c0);
+  const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
+  const at::Tensor sg = saved_gates.contiguous(), sc = saved_cell.contiguous(), w = w_hh.contiguous(), c = c0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "padkern_lstm_recurrence_backward_cpu", [&] {
+    lstm_backward_kernel<scalar_t>(go.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
+                                   sg.data_ptr<scalar_t>(), sc.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(),
+                                   w, c.data_ptr<scalar_t>(), reverse, batch, hidden,
+                                   grad_gates.data_ptr<scalar_t>(), grad_h0.data_ptr<scalar_t>(),
+                                   grad_c0.data_ptr<scalar_t>());
+  });
+  return {grad_gates, grad_h0, grad_c0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CPU, m) {
+  m.impl("lstm_recurrence", &lstm_recurrence_cpu);
+  m.impl("lstm_recurrence_backward", &lstm_recurrence_backward_cpu);
+}
+
+}  // namespace cpu
+}  // namespace padkern

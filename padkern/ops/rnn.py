@@ -1,0 +1,219 @@
+"""Variable-length LSTM and GRU layers over ragged batches.
+
+One layer, one direction per call. The input projection is one GEMM over all L
+real tokens (``values @ w_ih^T + b``); only the recurrence is sequential, and it
+runs in a registered op (``padkern::lstm_recurrence`` / ``padkern::gru_recurrence``:
+C++ on CPU, CUDA on GPU; ``*_triton`` twins) that touches real tokens only. Its
+backward carries dh/dc through time; the weight gradients are then one GEMM each
+over all tokens. This file holds the fake functions, the autograd formulas and the
+public functions; kernels know nothing about autograd.
+"""
+from typing import NamedTuple, Optional
+
+import torch
+
+from .. import _backend, _validate
+from .._extension import TRITON_MISSING
+from ..reference import rnn as reference
+from ..reference.rnn import previous_rows
+
+
+class LSTMOutput(NamedTuple):
+    output: torch.Tensor  # [L, H]
+    h_n: torch.Tensor  # [B, H]
+    c_n: torch.Tensor  # [B, H]
+
+
+class GRUOutput(NamedTuple):
+    output: torch.Tensor  # [L, H]
+    h_n: torch.Tensor  # [B, H]
+
+
+_NATIVE = {
+    "lstm": (torch.ops.padkern.lstm_recurrence.default, torch.ops.padkern.lstm_recurrence_backward.default),
+    "gru": (torch.ops.padkern.gru_recurrence.default, torch.ops.padkern.gru_recurrence_backward.default),
+}
+if TRITON_MISSING is None:
+    from ..triton import rnn as triton_rnn
+
+    _TRITON = {
+        "lstm": (triton_rnn.lstm_recurrence_triton, triton_rnn.lstm_recurrence_backward_triton),
+        "gru": (triton_rnn.gru_recurrence_triton, triton_rnn.gru_recurrence_backward_triton),
+    }
+else:
+    _TRITON = None
+
+
+# ----- fake functions (shapes only) ---------------------------------------------------
+def _lstm_fake(gates_x, offsets, w_hh, h0, c0, reverse, save_for_backward):
+    tokens, hidden = gates_x.shape[0], h0.shape[1]
+    saved = tokens if save_for_backward else 0
+    return (gates_x.new_empty((tokens, hidden)), torch.empty_like(h0), torch.empty_like(c0),
+            gates_x.new_empty((saved, 4 * hidden)), gates_x.new_empty((saved, hidden)))
+
+
+def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, gates, cell, offsets, w_hh, c0, reverse):
+    return grad_output.new_empty((grad_output.shape[0], 4 * c0.shape[1])), torch.empty_like(c0), torch.empty_like(c0)
+
+
+def _gru_fake(gates_x, offsets, w_hh, b_hh, h0, reverse, save_for_backward):
+    tokens, hidden = gates_x.shape[0], h0.shape[1]
+    saved = tokens if save_for_backward else 0
+    return (gates_x.new_empty((tokens, hidden)), torch.empty_like(h0),
+            gates_x.new_empty((saved, 3 * hidden)), gates_x.new_empty((saved, hidden)))
+
+
+def _gru_backward_fake(grad_output, grad_h_n, gates, hh_n, output, offsets, w_hh, h0, reverse):
+    grad_gates = grad_output.new_empty((grad_output.shape[0], 3 * h0.shape[1]))
+    return grad_gates, torch.empty_like(grad_gates), torch.empty_like(h0)
+
+
+_FAKES = {"lstm": (_lstm_fake, _lstm_backward_fake), "gru": (_gru_fake, _gru_backward_fake)}
+
+
+# ----- autograd -------------------------------------------------------------------------
+def _or_zeros(grad, like):
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+def _weight_grad(grad_gates, output, initial, offsets, reverse):
+    """dW_hh = sum over tokens of grad_gates^T h_prev: one GEMM over all L tokens."""
+    rows = previous_rows(offsets, output.shape[0], reverse)
+    return grad_gates.t() @ torch.cat([output, initial]).index_select(0, rows)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "padkern's recurrence kernels do not support double backward; use backend='reference' "
+        "(pure PyTorch) for higher-order gradients"
+    )
+
+
+def _register_lstm_autograd(forward_op, backward_op):
+    def setup(ctx, inputs, outputs):
+        gates_x, offsets, w_hh, h0, c0, reverse, _ = inputs
+        output, _, _, gates, cell = outputs
+        ctx.save_for_backward(offsets, w_hh, h0, c0, output, gates, cell)
+        ctx.reverse = reverse
+
+    def backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cell):
+        offsets, w_hh, h0, c0, output, gates, cell = ctx.saved_tensors
+        if gates.shape[0] != output.shape[0]:
+            raise RuntimeError("lstm_recurrence was called with save_for_backward=False; it cannot be differentiated")
+        grad_gates, grad_h0, grad_c0 = backward_op(
+            _or_zeros(grad_output, output), _or_zeros(grad_h_n, h0), _or_zeros(grad_c_n, c0),
+            gates, cell, offsets, w_hh, c0, ctx.reverse)
+        grad_w_hh = _weight_grad(grad_gates, output, h0, offsets, ctx.reverse)
+        return grad_gates, None, grad_w_hh, grad_h0, grad_c0, None, None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup)
+    torch.library.register_autograd(backward_op, _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def _register_gru_autograd(forward_op, backward_op):
+    def setup(ctx, inputs, outputs):
+        gates_x, offsets, w_hh, b_hh, h0, reverse, _ = inputs
+        output, _, gates, hh_n = outputs
+        ctx.save_for_backward(offsets, w_hh, h0, output, gates, hh_n)
+        ctx.reverse = reverse
+
+    def backward(ctx, grad_output, grad_h_n, _grad_gates, _grad_hh_n):
+        offsets, w_hh, h0, output, gates, hh_n = ctx.saved_tensors
+        if gates.shape[0] != output.shape[0]:
+            raise RuntimeError("gru_recurrence was called with save_for_backward=False; it cannot be differentiated")
+        grad_gates_x, grad_gates_hh, grad_h0 = backward_op(
+            _or_zeros(grad_output, output), _or_zeros(grad_h_n, h0), gates, hh_n, output, offsets, w_hh, h0,
+            ctx.reverse)
+        grad_w_hh = _weight_grad(grad_gates_hh, output, h0, offsets, ctx.reverse)
+        return grad_gates_x, None, grad_w_hh, grad_gates_hh.sum(0), grad_h0, None, None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup)
+    torch.library.register_autograd(backward_op, _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+_REGISTER_AUTOGRAD = {"lstm": _register_lstm_autograd, "gru": _register_gru_autograd}
+for _cell in ("lstm", "gru"):
+    torch.library.register_fake(_NATIVE[_cell][0], _FAKES[_cell][0])
+    torch.library.register_fake(_NATIVE[_cell][1], _FAKES[_cell][1])
+    _REGISTER_AUTOGRAD[_cell](*_NATIVE[_cell])
+    if _TRITON is not None:
+        if _backend.triton_interpreted():
+            # Interpreted kernels run eagerly even on fake tensors; give shapes instead.
+            _TRITON[_cell][0].register_fake(_FAKES[_cell][0])
+            _TRITON[_cell][1].register_fake(_FAKES[_cell][1])
+        _REGISTER_AUTOGRAD[_cell](*_TRITON[_cell])
+
+
+# ----- public functions -----------------------------------------------------------------
+def _check_layer(cell, values, offsets, w_ih, w_hh, b_ih, b_hh, states):
+    """Validate one layer's arguments; returns (int64 offsets, H, B)."""
+    gate_count = 4 if cell == "lstm" else 3
+    _validate.check_tensor(values, "values")
+    if values.dim() != 2:
+        raise ValueError(f"values must be [L, input_size], got shape {tuple(values.shape)}")
+    if not values.is_floating_point():
+        raise TypeError(f"values must be floating point, got {values.dtype}")
+    offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
+    batch = offsets.shape[0] - 1
+    _validate.check_same_device_dtype(values, "values", w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, **states)
+    if w_hh.dim() != 2 or w_hh.shape[0] != gate_count * w_hh.shape[1]:
+        raise ValueError(f"w_hh must be [{gate_count}*hidden_size, hidden_size], got shape {tuple(w_hh.shape)}")
+    hidden = w_hh.shape[1]
+    _validate.check_shape(w_ih, (gate_count * hidden, values.shape[1]), "w_ih")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
+    for name, bias in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if bias is not None:
+            _validate.check_shape(bias, (gate_count * hidden,), name)
+    for name, state in states.items():
+        if state is not None:
+            _validate.check_shape(state, (batch, hidden), name)
+    return offsets, hidden, batch
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, reverse=False,
+         backend: Optional[str] = None) -> LSTMOutput:
+    """One LSTM layer over a ragged batch, PyTorch's equations and gate order (i, f, g, o).
+
+    values [L, K], offsets [B+1] (the offsets contract, padkern/_validate.py), w_ih [4H, K],
+    w_hh [4H, H], b_ih/b_hh [4H] or None, h0/c0 [B, H] or None (zeros).
+    ``reverse=True`` runs each sequence from its own last token to its first.
+    Returns ``(output [L, H], h_n [B, H], c_n [B, H])``; h_n/c_n are each sequence's
+    state after its own last token, in the caller's batch order; a zero-length
+    sequence contributes no rows and returns h0/c0.
+    """
+    offsets, hidden, batch = _check_layer("lstm", values, offsets, w_ih, w_hh, b_ih, b_hh, {"h0": h0, "c0": c0})
+    h0 = values.new_zeros((batch, hidden)) if h0 is None else h0
+    c0 = values.new_zeros((batch, hidden)) if c0 is None else c0
+    name = _backend.resolve(backend, values.device)
+    if name == "reference":
+        return LSTMOutput(*reference.lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse))
+    gates_x = values @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, values, w_ih.t())
+    forward_op = (_TRITON if name == "triton" else _NATIVE)["lstm"][0]
+    save = _needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    output, h_n, c_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), h0.contiguous(), c0.contiguous(),
+                                        reverse, save)
+    return LSTMOutput(output, h_n, c_n)
+
+
+def gru(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, reverse=False,
+        backend: Optional[str] = None) -> GRUOutput:
+    """One GRU layer over a ragged batch, PyTorch's equations (r, z, n; b_hn inside the reset product).
+
+    Shapes as :func:`lstm` with 3H gate rows. Returns ``(output [L, H], h_n [B, H])``.
+    """
+    offsets, hidden, batch = _check_layer("gru", values, offsets, w_ih, w_hh, b_ih, b_hh, {"h0": h0})
+    h0 = values.new_zeros((batch, hidden)) if h0 is None else h0
+    name = _backend.resolve(backend, values.device)
+    if name == "reference":
+        return GRUOutput(*reference.gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse))
+    gates_x = values @ w_ih.t() if b_ih is None else torch.addmm(b_ih, values, w_ih.t())
+    b_hh = w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
+    forward_op = (_TRITON if name == "triton" else _NATIVE)["gru"][0]
+    save = _needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0)
+    output, h_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), b_hh.contiguous(), h0.contiguous(), reverse, save)
+    return GRUOutput(output, h_n)

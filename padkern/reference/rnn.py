@@ -1,0 +1,84 @@
+"""Reference LSTM/GRU over a ragged batch: a plain loop over steps, all in PyTorch.
+
+Every step updates every sequence and then keeps the old state where a sequence
+has ended (``torch.where``): slow, obviously right, and differentiable to any order.
+"""
+import torch
+
+from .padding import token_coordinates
+
+
+def _step_tokens(offsets, steps, reverse):
+    """[steps, B] token index of step t of each sequence (clamped where it has ended), and [steps, B] activity."""
+    lengths = offsets[1:] - offsets[:-1]
+    t = torch.arange(steps, device=offsets.device)[:, None]
+    tokens = offsets[1:][None, :] - 1 - t if reverse else offsets[:-1][None, :] + t
+    return tokens.clamp(min=0), t < lengths[None, :]
+
+
+def _recur(values, offsets, h0, step, reverse):
+    """Run `step(token_index, state) -> (new_state, h)` over the batch; collect h rows per token."""
+    total = values.shape[0]
+    lengths = offsets[1:] - offsets[:-1]
+    steps = int(lengths.max()) if lengths.numel() > 0 else 0
+    tokens, active = _step_tokens(offsets, steps, reverse)
+    state, rows, outputs = h0, [], []
+    for t in range(steps):
+        new_state, h = step(tokens[t].clamp(max=max(total - 1, 0)), state)
+        keep = active[t][:, None]
+        state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
+        rows.append(tokens[t][active[t]])
+        outputs.append(h[active[t]])
+    hidden = h0[0].shape[1]
+    out = values.new_zeros((total, hidden), dtype=h0[0].dtype)
+    if outputs:
+        out = out.index_copy(0, torch.cat(rows), torch.cat(outputs))
+    return out, state
+
+
+def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False):
+    """One LSTM layer-direction: values [L, K] -> (output [L, H], h_n [B, H], c_n [B, H])."""
+    gates_x = values @ w_ih.t()
+    if b_ih is not None:
+        gates_x = gates_x + b_ih + b_hh
+
+    def step(tokens, state):
+        h, c = state
+        i, f, g, o = (gates_x[tokens] + h @ w_hh.t()).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h, c), h
+
+    out, (h_n, c_n) = _recur(values, offsets, (h0, c0), step, reverse)
+    return out, h_n, c_n
+
+
+def gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse=False):
+    """One GRU layer-direction: values [L, K] -> (output [L, H], h_n [B, H])."""
+    gates_x = values @ w_ih.t()
+    if b_ih is not None:
+        gates_x = gates_x + b_ih
+
+    def step(tokens, state):
+        (h,) = state
+        hh = h @ w_hh.t()
+        if b_hh is not None:
+            hh = hh + b_hh
+        x_r, x_z, x_n = gates_x[tokens].chunk(3, 1)
+        hh_r, hh_z, hh_n = hh.chunk(3, 1)
+        r, z = torch.sigmoid(x_r + hh_r), torch.sigmoid(x_z + hh_z)
+        n = torch.tanh(x_n + r * hh_n)
+        h = (1 - z) * n + z * h
+        return (h,), h
+
+    out, (h_n,) = _recur(values, offsets, (h0,), step, reverse)
+    return out, h_n
+
+
+def previous_rows(offsets, total_tokens, reverse):
+    """For each token, the row of its previous hidden state in cat([output [L, H], h0 [B, H]])."""
+    seq, pos = token_coordinates(offsets, total_tokens)
+    lengths = offsets[1:] - offsets[:-1]
+    token = torch.arange(total_tokens, device=offsets.device)
+    first = pos == (lengths[seq] - 1) if reverse else pos == 0
+    return torch.where(first, total_tokens + seq, token + 1 if reverse else token - 1)

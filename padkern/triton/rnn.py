@@ -1,0 +1,319 @@
+"""Triton LSTM/GRU recurrences: one program per sequence runs all its steps in one
+launch, fusing the recurrent matvec ``h @ w_hh^T`` with the gate maths, reading the
+precomputed input gates at the sequence's own tokens and writing output rows in
+place. The hidden state lives in an fp32 (fp64 for double) buffer ``[B, H]`` so
+that chunks of it can be re-read across the matvec; it ends as h_n.
+Equations mirror csrc/include/padkern/rnn_cells.h.
+"""
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from .registration import triton_kernel_op
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * _sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _step_token(bos, eos, t, REVERSE: tl.constexpr):
+    if REVERSE:
+        return eos - 1 - t
+    else:
+        return bos + t
+
+
+@triton.jit
+def _lstm_forward_kernel(
+    p_gates_x, p_offsets, p_w_t, p_h, p_c, p_out, p_saved_gates, p_saved_cell, H,
+    REVERSE: tl.constexpr, SAVE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    bos = tl.load(p_offsets + i_b).to(tl.int64)
+    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    G = 4 * H
+    o_h = tl.arange(0, BLOCK_H)
+    m_h = o_h < H
+    p_h_b = p_h + i_b * H
+    b_c = tl.load(p_c + i_b * H + o_h, mask=m_h, other=0.0)
+    for t in range(0, eos - bos):
+        i_tok = _step_token(bos, eos, t, REVERSE)
+        p_x = p_gates_x + i_tok * G + o_h
+        acc_i = tl.load(p_x, mask=m_h, other=0.0).to(b_c.dtype)
+        acc_f = tl.load(p_x + H, mask=m_h, other=0.0).to(b_c.dtype)
+        acc_g = tl.load(p_x + 2 * H, mask=m_h, other=0.0).to(b_c.dtype)
+        acc_o = tl.load(p_x + 3 * H, mask=m_h, other=0.0).to(b_c.dtype)
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            b_h = tl.load(p_h_b + o_k, mask=m_k, other=0.0)[:, None]
+            p_w = p_w_t + o_k[:, None].to(tl.int64) * G + o_h[None, :]
+            m_w = m_k[:, None] & m_h[None, :]
+            acc_i += tl.sum(b_h * tl.load(p_w, mask=m_w, other=0.0).to(b_c.dtype), 0)
+            acc_f += tl.sum(b_h * tl.load(p_w + H, mask=m_w, other=0.0).to(b_c.dtype), 0)
+            acc_g += tl.sum(b_h * tl.load(p_w + 2 * H, mask=m_w, other=0.0).to(b_c.dtype), 0)
+            acc_o += tl.sum(b_h * tl.load(p_w + 3 * H, mask=m_w, other=0.0).to(b_c.dtype), 0)
+        b_i, b_f, b_g, b_o = _sigmoid(acc_i), _sigmoid(acc_f), _tanh(acc_g), _sigmoid(acc_o)
+        b_c = b_f * b_c + b_i * b_g
+        b_h_new = b_o * _tanh(b_c)
+        tl.debug_barrier()  # every read of the old state is done
+        tl.store(p_h_b + o_h, b_h_new, mask=m_h)
+        tl.store(p_out + i_tok * H + o_h, b_h_new.to(p_out.dtype.element_ty), mask=m_h)
+        if SAVE:
+            p_s = p_saved_gates + i_tok * G + o_h
+            tl.store(p_s, b_i.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_s + H, b_f.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_s + 2 * H, b_g.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_s + 3 * H, b_o.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_saved_cell + i_tok * H + o_h, b_c.to(p_saved_cell.dtype.element_ty), mask=m_h)
+        tl.debug_barrier()  # the new state is visible to the whole program
+    tl.store(p_c + i_b * H + o_h, b_c, mask=m_h)
+
+
+@triton.jit
+def _lstm_backward_kernel(
+    p_grad_out, p_saved_gates, p_saved_cell, p_c0, p_offsets, p_w, p_dh, p_dc, p_grad_gates, H,
+    REVERSE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    bos = tl.load(p_offsets + i_b).to(tl.int64)
+    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    G = 4 * H
+    o_h = tl.arange(0, BLOCK_H)
+    m_h = o_h < H
+    p_dh_b = p_dh + i_b * H
+    b_dc = tl.load(p_dc + i_b * H + o_h, mask=m_h, other=0.0)
+    n_steps = eos - bos
+    for s in range(0, n_steps):
+        t = n_steps - 1 - s
+        i_tok = _step_token(bos, eos, t, REVERSE)
+        i_prev = _step_token(bos, eos, t - 1, REVERSE)
+        b_dh = tl.load(p_dh_b + o_h, mask=m_h, other=0.0)
+        b_dh += tl.load(p_grad_out + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dc.dtype)
+        p_s = p_saved_gates + i_tok * G + o_h
+        b_i = tl.load(p_s, mask=m_h, other=0.0).to(b_dc.dtype)
+        b_f = tl.load(p_s + H, mask=m_h, other=0.0).to(b_dc.dtype)
+        b_g = tl.load(p_s + 2 * H, mask=m_h, other=0.0).to(b_dc.dtype)
+        b_o = tl.load(p_s + 3 * H, mask=m_h, other=0.0).to(b_dc.dtype)
+        b_cell = tl.load(p_saved_cell + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dc.dtype)
+        c_from_cell = tl.load(p_saved_cell + i_prev * H + o_h, mask=m_h & (t > 0), other=0.0).to(b_dc.dtype)
+        c_from_c0 = tl.load(p_c0 + i_b * H + o_h, mask=m_h & (t == 0), other=0.0).to(b_dc.dtype)
+        b_c_prev = tl.where(t > 0, c_from_cell, c_from_c0)
+        tanh_c = _tanh(b_cell)
+        b_dc += b_dh * b_o * (1.0 - tanh_c * tanh_c)
+        d_o = b_dh * tanh_c * b_o * (1.0 - b_o)
+        d_i = b_dc * b_g * b_i * (1.0 - b_i)
+        d_g = b_dc * b_i * (1.0 - b_g * b_g)
+        d_f = b_dc * b_c_prev * b_f * (1.0 - b_f)
+        b_dc = b_dc * b_f
+        p_gg = p_grad_gates + i_tok * G + o_h
+        tl.store(p_gg, d_i.to(p_gg.dtype.element_ty), mask=m_h)
+        tl.store(p_gg + H, d_f.to(p_gg.dtype.element_ty), mask=m_h)
+        tl.store(p_gg + 2 * H, d_g.to(p_gg.dtype.element_ty), mask=m_h)
+        tl.store(p_gg + 3 * H, d_o.to(p_gg.dtype.element_ty), mask=m_h)
+        tl.debug_barrier()  # every read of dh is done
+        # dh_prev[k] = sum over gate rows r of d_gates[r] * w_hh[r, k], chunk by chunk of k.
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_w = m_h[:, None] & (o_k < H)[None, :]
+            p_w_k = p_w + o_h[:, None].to(tl.int64) * H + o_k[None, :]
+            acc = tl.sum(d_i[:, None] * tl.load(p_w_k, mask=m_w, other=0.0).to(b_dc.dtype), 0)
+            acc += tl.sum(d_f[:, None] * tl.load(p_w_k + H * H, mask=m_w, other=0.0).to(b_dc.dtype), 0)
+            acc += tl.sum(d_g[:, None] * tl.load(p_w_k + 2 * H * H, mask=m_w, other=0.0).to(b_dc.dtype), 0)
+            acc += tl.sum(d_o[:, None] * tl.load(p_w_k + 3 * H * H, mask=m_w, other=0.0).to(b_dc.dtype), 0)
+            tl.store(p_dh_b + o_k, acc, mask=o_k < H)
+        tl.debug_barrier()  # dh_prev is visible to the whole program
+    tl.store(p_dc + i_b * H + o_h, b_dc, mask=m_h)
+
+
+@triton.jit
+def _gru_forward_kernel(
+    p_gates_x, p_offsets, p_w_t, p_b_hh, p_h, p_out, p_saved_gates, p_saved_hh_n, H,
+    REVERSE: tl.constexpr, SAVE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    bos = tl.load(p_offsets + i_b).to(tl.int64)
+    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    G = 3 * H
+    o_h = tl.arange(0, BLOCK_H)
+    m_h = o_h < H
+    p_h_b = p_h + i_b * H
+    b_bias_r = tl.load(p_b_hh + o_h, mask=m_h, other=0.0)
+    b_bias_z = tl.load(p_b_hh + H + o_h, mask=m_h, other=0.0)
+    b_bias_n = tl.load(p_b_hh + 2 * H + o_h, mask=m_h, other=0.0)
+    for t in range(0, eos - bos):
+        i_tok = _step_token(bos, eos, t, REVERSE)
+        b_h_prev = tl.load(p_h_b + o_h, mask=m_h, other=0.0)
+        acc_r = b_bias_r.to(b_h_prev.dtype)
+        acc_z = b_bias_z.to(b_h_prev.dtype)
+        acc_n = b_bias_n.to(b_h_prev.dtype)
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            b_h = tl.load(p_h_b + o_k, mask=m_k, other=0.0)[:, None]
+            p_w = p_w_t + o_k[:, None].to(tl.int64) * G + o_h[None, :]
+            m_w = m_k[:, None] & m_h[None, :]
+            acc_r += tl.sum(b_h * tl.load(p_w, mask=m_w, other=0.0).to(b_h_prev.dtype), 0)
+            acc_z += tl.sum(b_h * tl.load(p_w + H, mask=m_w, other=0.0).to(b_h_prev.dtype), 0)
+            acc_n += tl.sum(b_h * tl.load(p_w + 2 * H, mask=m_w, other=0.0).to(b_h_prev.dtype), 0)
+        p_x = p_gates_x + i_tok * G + o_h
+        b_r = _sigmoid(tl.load(p_x, mask=m_h, other=0.0).to(b_h_prev.dtype) + acc_r)
+        b_z = _sigmoid(tl.load(p_x + H, mask=m_h, other=0.0).to(b_h_prev.dtype) + acc_z)
+        b_n = _tanh(tl.load(p_x + 2 * H, mask=m_h, other=0.0).to(b_h_prev.dtype) + b_r * acc_n)
+        b_h_new = (1.0 - b_z) * b_n + b_z * b_h_prev
+        tl.debug_barrier()  # every read of the old state is done
+        tl.store(p_h_b + o_h, b_h_new, mask=m_h)
+        tl.store(p_out + i_tok * H + o_h, b_h_new.to(p_out.dtype.element_ty), mask=m_h)
+        if SAVE:
+            p_s = p_saved_gates + i_tok * G + o_h
+            tl.store(p_s, b_r.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_s + H, b_z.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_s + 2 * H, b_n.to(p_s.dtype.element_ty), mask=m_h)
+            tl.store(p_saved_hh_n + i_tok * H + o_h, acc_n.to(p_saved_hh_n.dtype.element_ty), mask=m_h)
+        tl.debug_barrier()  # the new state is visible to the whole program
+
+
+@triton.jit
+def _gru_backward_kernel(
+    p_grad_out, p_saved_gates, p_saved_hh_n, p_out, p_h0, p_offsets, p_w, p_dh, p_grad_x, p_grad_hh, H,
+    REVERSE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    bos = tl.load(p_offsets + i_b).to(tl.int64)
+    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    G = 3 * H
+    o_h = tl.arange(0, BLOCK_H)
+    m_h = o_h < H
+    p_dh_b = p_dh + i_b * H
+    n_steps = eos - bos
+    for s in range(0, n_steps):
+        t = n_steps - 1 - s
+        i_tok = _step_token(bos, eos, t, REVERSE)
+        i_prev = _step_token(bos, eos, t - 1, REVERSE)
+        b_dh = tl.load(p_dh_b + o_h, mask=m_h, other=0.0)
+        b_dh += tl.load(p_grad_out + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
+        p_s = p_saved_gates + i_tok * G + o_h
+        b_r = tl.load(p_s, mask=m_h, other=0.0).to(b_dh.dtype)
+        b_z = tl.load(p_s + H, mask=m_h, other=0.0).to(b_dh.dtype)
+        b_n = tl.load(p_s + 2 * H, mask=m_h, other=0.0).to(b_dh.dtype)
+        b_hh_n = tl.load(p_saved_hh_n + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
+        h_from_out = tl.load(p_out + i_prev * H + o_h, mask=m_h & (t > 0), other=0.0).to(b_dh.dtype)
+        h_from_h0 = tl.load(p_h0 + i_b * H + o_h, mask=m_h & (t == 0), other=0.0).to(b_dh.dtype)
+        b_h_prev = tl.where(t > 0, h_from_out, h_from_h0)
+        d_n = b_dh * (1.0 - b_z) * (1.0 - b_n * b_n)
+        d_hh_n = d_n * b_r
+        d_r = d_n * b_hh_n * b_r * (1.0 - b_r)
+        d_z = b_dh * (b_h_prev - b_n) * b_z * (1.0 - b_z)
+        p_gx = p_grad_x + i_tok * G + o_h
+        p_gh = p_grad_hh + i_tok * G + o_h
+        tl.store(p_gx, d_r.to(p_gx.dtype.element_ty), mask=m_h)
+        tl.store(p_gx + H, d_z.to(p_gx.dtype.element_ty), mask=m_h)
+        tl.store(p_gx + 2 * H, d_n.to(p_gx.dtype.element_ty), mask=m_h)
+        tl.store(p_gh, d_r.to(p_gh.dtype.element_ty), mask=m_h)
+        tl.store(p_gh + H, d_z.to(p_gh.dtype.element_ty), mask=m_h)
+        tl.store(p_gh + 2 * H, d_hh_n.to(p_gh.dtype.element_ty), mask=m_h)
+        tl.debug_barrier()  # every read of dh is done
+        tl.store(p_dh_b + o_h, b_dh * b_z, mask=m_h)  # the direct z * h_prev path
+        tl.debug_barrier()
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            m_w = m_h[:, None] & m_k[None, :]
+            p_w_k = p_w + o_h[:, None].to(tl.int64) * H + o_k[None, :]
+            acc = tl.load(p_dh_b + o_k, mask=m_k, other=0.0)
+            acc += tl.sum(d_r[:, None] * tl.load(p_w_k, mask=m_w, other=0.0).to(b_dh.dtype), 0)
+            acc += tl.sum(d_z[:, None] * tl.load(p_w_k + H * H, mask=m_w, other=0.0).to(b_dh.dtype), 0)
+            acc += tl.sum(d_hh_n[:, None] * tl.load(p_w_k + 2 * H * H, mask=m_w, other=0.0).to(b_dh.dtype), 0)
+            tl.store(p_dh_b + o_k, acc, mask=m_k)
+        tl.debug_barrier()  # dh_prev is visible to the whole program
+
+
+# ----- launchers, registered as torch ops ----------------------------------------------
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _blocks(hidden: int):
+    block_h = triton.next_power_of_2(max(hidden, 1))
+    # A [BLOCK_K, BLOCK_H] weight tile of about 4K elements per gate keeps registers in check.
+    block_k = max(1, min(block_h, 4096 // block_h))
+    return dict(BLOCK_H=block_h, BLOCK_K=block_k, num_warps=4 if block_h <= 256 else 8)
+
+
+def _saved(tokens: int, width: int, like: torch.Tensor, save: bool) -> torch.Tensor:
+    return like.new_empty((tokens if save else 0, width))
+
+
+@triton_kernel_op("padkern::lstm_recurrence_triton")
+def lstm_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor,
+                           c0: torch.Tensor, reverse: bool, save_for_backward: bool
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens, (batch, hidden) = gates_x.shape[0], h0.shape
+    accumulation = _accumulation_dtype(gates_x.dtype)
+    h = h0.to(accumulation, copy=True)
+    c = c0.to(accumulation, copy=True)
+    output = gates_x.new_empty((tokens, hidden))
+    saved_gates = _saved(tokens, 4 * hidden, gates_x, save_for_backward)
+    saved_cell = _saved(tokens, hidden, gates_x, save_for_backward)
+    if batch > 0 and hidden > 0:
+        wrap_triton(_lstm_forward_kernel)[(batch,)](
+            gates_x, offsets, w_hh.t().contiguous(), h, c, output, saved_gates, saved_cell, hidden,
+            REVERSE=reverse, SAVE=save_for_backward, **_blocks(hidden))
+    return output, h.to(h0.dtype), c.to(c0.dtype), saved_gates, saved_cell
+
+
+@triton_kernel_op("padkern::lstm_recurrence_backward_triton")
+def lstm_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Tensor, grad_c_n: torch.Tensor,
+                                    gates: torch.Tensor, cell: torch.Tensor, offsets: torch.Tensor,
+                                    w_hh: torch.Tensor, c0: torch.Tensor, reverse: bool
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens, (batch, hidden) = grad_output.shape[0], c0.shape
+    accumulation = _accumulation_dtype(grad_output.dtype)
+    dh = grad_h_n.to(accumulation, copy=True)
+    dc = grad_c_n.to(accumulation, copy=True)
+    grad_gates = grad_output.new_empty((tokens, 4 * hidden))
+    if batch > 0 and hidden > 0:
+        wrap_triton(_lstm_backward_kernel)[(batch,)](
+            grad_output, gates, cell, c0, offsets, w_hh, dh, dc, grad_gates, hidden,
+            REVERSE=reverse, **_blocks(hidden))
+    return grad_gates, dh.to(c0.dtype), dc.to(c0.dtype)
+
+
+@triton_kernel_op("padkern::gru_recurrence_triton")
+def gru_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
+                          h0: torch.Tensor, reverse: bool, save_for_backward: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens, (batch, hidden) = gates_x.shape[0], h0.shape
+    h = h0.to(_accumulation_dtype(gates_x.dtype), copy=True)
+    output = gates_x.new_empty((tokens, hidden))
+    saved_gates = _saved(tokens, 3 * hidden, gates_x, save_for_backward)
+    saved_hh_n = _saved(tokens, hidden, gates_x, save_for_backward)
+    if batch > 0 and hidden > 0:
+        wrap_triton(_gru_forward_kernel)[(batch,)](
+            gates_x, offsets, w_hh.t().contiguous(), b_hh, h, output, saved_gates, saved_hh_n, hidden,
+            REVERSE=reverse, SAVE=save_for_backward, **_blocks(hidden))
+    return output, h.to(h0.dtype), saved_gates, saved_hh_n
+
+
+@triton_kernel_op("padkern::gru_recurrence_backward_triton")
+def gru_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Tensor, gates: torch.Tensor,
+                                   hh_n: torch.Tensor, output: torch.Tensor, offsets: torch.Tensor,
+                                   w_hh: torch.Tensor, h0: torch.Tensor, reverse: bool
+                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens, (batch, hidden) = grad_output.shape[0], h0.shape
+    dh = grad_h_n.to(_accumulation_dtype(grad_output.dtype), copy=True)
+    grad_gates_x = grad_output.new_empty((tokens, 3 * hidden))
+    grad_gates_hh = grad_output.new_empty((tokens, 3 * hidden))
+    if batch > 0 and hidden > 0:
+        wrap_triton(_gru_backward_kernel)[(batch,)](
+            grad_output, gates, hh_n, output, h0, offsets, w_hh, dh, grad_gates_x, grad_gates_hh, hidden,
+            REVERSE=reverse, **_blocks(hidden))
+    return grad_gates_x, grad_gates_hh, dh.to(h0.dtype)
