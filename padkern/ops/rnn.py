@@ -90,9 +90,9 @@ def _no_double_backward(ctx, *grads):
 
 
 def _register_lstm_autograd(forward_op, backward_op):
-    def setup(ctx, inputs, outputs):
+    def setup(ctx, inputs, output):
         gates_x, offsets, w_hh, h0, c0, reverse, _ = inputs
-        output, _, _, gates, cell = outputs
+        output, _, _, gates, cell = output
         ctx.save_for_backward(offsets, w_hh, h0, c0, output, gates, cell)
         ctx.reverse = reverse
 
@@ -111,9 +111,9 @@ def _register_lstm_autograd(forward_op, backward_op):
 
 
 def _register_gru_autograd(forward_op, backward_op):
-    def setup(ctx, inputs, outputs):
+    def setup(ctx, inputs, output):
         gates_x, offsets, w_hh, b_hh, h0, reverse, _ = inputs
-        output, _, gates, hh_n = outputs
+        output, _, gates, hh_n = output
         ctx.save_for_backward(offsets, w_hh, h0, output, gates, hh_n)
         ctx.reverse = reverse
 
