@@ -72,22 +72,15 @@ class Ragged(NamedTuple):
     @classmethod
     def from_packed(cls, packed: PackedSequence) -> "Ragged":
         """From a ``PackedSequence``, back in the original (unsorted) batch order."""
-        batch_sizes = packed.batch_sizes
-        steps = batch_sizes.numel()
-        batch = int(batch_sizes[0]) if steps > 0 else 0
-        # Sequence k of the sorted order is as long as the number of steps with batch size > k.
-        sorted_lengths = (batch_sizes[None, :] > torch.arange(batch)[:, None]).sum(1)
-        sorted_indices = packed.sorted_indices
-        if sorted_indices is None:
-            sorted_indices = torch.arange(batch)
-        sorted_indices = sorted_indices.cpu()
-        lengths = torch.empty_like(sorted_lengths)
-        lengths[sorted_indices] = sorted_lengths
-        offsets = offsets_from_lengths(lengths)
-        rows = _packed_rows(offsets, sorted_indices, sorted_lengths).to(packed.data.device)
+        offsets, rows = packed_layout(packed)
         values = packed.data.new_empty((int(offsets[-1]),) + packed.data.shape[1:])
-        values = values.index_copy(0, rows, packed.data)
+        values = values.index_copy(0, rows.to(packed.data.device), packed.data)
         return cls(values, offsets.to(packed.data.device))
+
+    def to_packed_like(self, packed: PackedSequence) -> PackedSequence:
+        """Packs these values in exactly the order of ``packed`` (same lengths and sorting)."""
+        _, rows = packed_layout(packed)
+        return packed._replace(data=self.values.index_select(0, rows.to(self.values.device)))
 
     @classmethod
     def from_nested(cls, nested: torch.Tensor) -> "Ragged":
@@ -158,3 +151,18 @@ def _packed_rows(offsets, sorted_indices, sorted_lengths) -> torch.Tensor:
     steps = torch.arange(longest)[:, None]
     present = steps < sorted_lengths[None, :]
     return (offsets[sorted_indices][None, :] + steps)[present]
+
+
+def packed_layout(packed: PackedSequence):
+    """(offsets [B+1], rows [sum(batch_sizes)]) of a PackedSequence in the original batch order:
+    packed.data[i] is token rows[i] of the ragged values."""
+    batch_sizes = packed.batch_sizes
+    batch = int(batch_sizes[0]) if batch_sizes.numel() > 0 else 0
+    # Sequence k of the sorted order is as long as the number of steps with batch size > k.
+    sorted_lengths = (batch_sizes[None, :] > torch.arange(batch)[:, None]).sum(1)
+    sorted_indices = packed.sorted_indices
+    sorted_indices = torch.arange(batch) if sorted_indices is None else sorted_indices.cpu()
+    lengths = torch.empty_like(sorted_lengths)
+    lengths[sorted_indices] = sorted_lengths
+    offsets = offsets_from_lengths(lengths)
+    return offsets, _packed_rows(offsets, sorted_indices, sorted_lengths)

@@ -1,0 +1,110 @@
+// Registers the CUDA kernels of padkern::{lstm,gru}_recurrence{,_backward}.
+// Allocation, layout and dtype mapping here; the kernels (lstm.cu, gru.cu) see raw pointers.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "padkern/rnn_kernels.h"
+
+namespace padkern {
+namespace {
+
+cuda::ElementType element_type(const at::Tensor& tensor) {
+  switch (tensor.scalar_type()) {
+    case at::kFloat: return cuda::ElementType::Float32;
+    case at::kDouble: return cuda::ElementType::Float64;
+    case at::kHalf: return cuda::ElementType::Float16;
+    case at::kBFloat16: return cuda::ElementType::BFloat16;
+    default: TORCH_CHECK(false, "padkern: recurrences support float32, float64, float16 and bfloat16, got ", tensor.scalar_type());
+  }
+}
+
+at::Tensor saved_or_empty(bool save, int64_t rows, int64_t width, const at::Tensor& like) {
+  return at::empty({save ? rows : 0, width}, like.options());
+}
+
+void* maybe_ptr(bool save, at::Tensor& tensor) { return save ? tensor.data_ptr() : nullptr; }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cuda(
+    const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
+    const at::Tensor& c0, bool reverse, bool save_for_backward) {
+  const c10::cuda::CUDAGuard guard(gates_x.device());
+  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
+  const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), h = h0.contiguous(), c = c0.contiguous();
+  at::Tensor output = at::empty({tokens, hidden}, x.options());
+  at::Tensor h_n = at::empty_like(h), c_n = at::empty_like(c);
+  at::Tensor saved_gates = saved_or_empty(save_for_backward, tokens, 4 * hidden, x);
+  at::Tensor saved_cell = saved_or_empty(save_for_backward, tokens, hidden, x);
+  cuda::LstmForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), h.data_ptr(), c.data_ptr(),
+                             output.data_ptr(), h_n.data_ptr(), c_n.data_ptr(),
+                             maybe_ptr(save_for_backward, saved_gates), maybe_ptr(save_for_backward, saved_cell),
+                             batch, hidden, reverse};
+  C10_CUDA_CHECK(cuda::launch_lstm_forward(element_type(x), args, at::cuda::getCurrentCUDAStream()));
+  return {output, h_n, c_n, saved_gates, saved_cell};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
+    const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const int64_t batch = c0.size(0), hidden = c0.size(1);
+  const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
+  const at::Tensor sg = saved_gates.contiguous(), sc = saved_cell.contiguous(), w = w_hh.contiguous(), c = c0.contiguous();
+  at::Tensor grad_gates = at::empty({go.size(0), 4 * hidden}, go.options());
+  at::Tensor grad_h0 = at::empty_like(c), grad_c0 = at::empty_like(c);
+  cuda::LstmBackwardArgs args{go.data_ptr(), gh.data_ptr(), gc.data_ptr(), sg.data_ptr(), sc.data_ptr(),
+                              offsets.data_ptr<int64_t>(), w.data_ptr(), c.data_ptr(), grad_gates.data_ptr(),
+                              grad_h0.data_ptr(), grad_c0.data_ptr(), batch, hidden, reverse};
+  C10_CUDA_CHECK(cuda::launch_lstm_backward(element_type(go), args, at::cuda::getCurrentCUDAStream()));
+  return {grad_gates, grad_h0, grad_c0};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cuda(
+    const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
+    const at::Tensor& h0, bool reverse, bool save_for_backward) {
+  const c10::cuda::CUDAGuard guard(gates_x.device());
+  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
+  const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), bias = b_hh.contiguous(), h = h0.contiguous();
+  at::Tensor output = at::empty({tokens, hidden}, x.options());
+  at::Tensor h_n = at::empty_like(h);
+  at::Tensor saved_gates = saved_or_empty(save_for_backward, tokens, 3 * hidden, x);
+  at::Tensor saved_hh_n = saved_or_empty(save_for_backward, tokens, hidden, x);
+  cuda::GruForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), bias.data_ptr(), h.data_ptr(),
+                            output.data_ptr(), h_n.data_ptr(), maybe_ptr(save_for_backward, saved_gates),
+                            maybe_ptr(save_for_backward, saved_hh_n), batch, hidden, reverse};
+  C10_CUDA_CHECK(cuda::launch_gru_forward(element_type(x), args, at::cuda::getCurrentCUDAStream()));
+  return {output, h_n, saved_gates, saved_hh_n};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
+    const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
+    const at::Tensor& h0, bool reverse) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const int64_t batch = h0.size(0), hidden = h0.size(1);
+  const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), sg = saved_gates.contiguous();
+  const at::Tensor sn = saved_hh_n.contiguous(), out = output.contiguous(), w = w_hh.contiguous(), h = h0.contiguous();
+  at::Tensor grad_gates_x = at::empty({go.size(0), 3 * hidden}, go.options());
+  at::Tensor grad_gates_hh = at::empty_like(grad_gates_x);
+  at::Tensor grad_h0 = at::empty_like(h);
+  cuda::GruBackwardArgs args{go.data_ptr(), gh.data_ptr(), sg.data_ptr(), sn.data_ptr(), out.data_ptr(),
+                             offsets.data_ptr<int64_t>(), w.data_ptr(), h.data_ptr(), grad_gates_x.data_ptr(),
+                             grad_gates_hh.data_ptr(), grad_h0.data_ptr(), batch, hidden, reverse};
+  C10_CUDA_CHECK(cuda::launch_gru_backward(element_type(go), args, at::cuda::getCurrentCUDAStream()));
+  return {grad_gates_x, grad_gates_hh, grad_h0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CUDA, m) {
+  m.impl("lstm_recurrence", &lstm_recurrence_cuda);
+  m.impl("lstm_recurrence_backward", &lstm_recurrence_backward_cuda);
+  m.impl("gru_recurrence", &gru_recurrence_cuda);
+  m.impl("gru_recurrence_backward", &gru_recurrence_backward_cuda);
+}
+
+}  // namespace padkern

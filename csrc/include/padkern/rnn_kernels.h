@@ -1,0 +1,83 @@
+// Host entry points of the CUDA LSTM/GRU recurrences (csrc/cuda/lstm.cu, gru.cu).
+// Plain C++ with raw pointers: the torch bindings live in csrc/cuda/rnn_bindings.cpp.
+//
+// Shapes: B sequences, L tokens, H hidden, G = 4H (LSTM) or 3H (GRU).
+// All pointers are device pointers to contiguous buffers; `offsets` [B+1] int64.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace padkern {
+namespace cuda {
+
+enum class ElementType { Float32, Float64, Float16, BFloat16 };
+
+struct LstmForwardArgs {
+  const void* gates_x;  // [L, G]: input projection plus both biases
+  const int64_t* offsets;
+  const void* w_hh_t;   // [H, G]: w_hh transposed, so a step's reads coalesce across hidden units
+  const void* h0;       // [B, H]
+  const void* c0;       // [B, H]
+  void* output;         // [L, H]
+  void* h_n;            // [B, H]
+  void* c_n;            // [B, H]
+  void* saved_gates;    // [L, G] activated gates, or null (inference)
+  void* saved_cell;     // [L, H] cell states, or null
+  int64_t batch, hidden;
+  bool reverse;
+};
+
+struct LstmBackwardArgs {
+  const void* grad_output;  // [L, H]
+  const void* grad_h_n;     // [B, H]
+  const void* grad_c_n;     // [B, H]
+  const void* saved_gates;  // [L, G]
+  const void* saved_cell;   // [L, H]
+  const int64_t* offsets;
+  const void* w_hh;         // [G, H]
+  const void* c0;           // [B, H]
+  void* grad_gates;         // [L, G]
+  void* grad_h0;            // [B, H]
+  void* grad_c0;            // [B, H]
+  int64_t batch, hidden;
+  bool reverse;
+};
+
+struct GruForwardArgs {
+  const void* gates_x;  // [L, G]: input projection plus b_ih
+  const int64_t* offsets;
+  const void* w_hh_t;   // [H, G]
+  const void* b_hh;     // [G]
+  const void* h0;       // [B, H]
+  void* output;         // [L, H]
+  void* h_n;            // [B, H]
+  void* saved_gates;    // [L, G] activated r, z, n, or null
+  void* saved_hh_n;     // [L, H] h W_hn^T + b_hn, or null
+  int64_t batch, hidden;
+  bool reverse;
+};
+
+struct GruBackwardArgs {
+  const void* grad_output;  // [L, H]
+  const void* grad_h_n;     // [B, H]
+  const void* saved_gates;  // [L, G]
+  const void* saved_hh_n;   // [L, H]
+  const void* output;       // [L, H]
+  const int64_t* offsets;
+  const void* w_hh;         // [G, H]
+  const void* h0;           // [B, H]
+  void* grad_gates_x;       // [L, G]
+  void* grad_gates_hh;      // [L, G]
+  void* grad_h0;            // [B, H]
+  int64_t batch, hidden;
+  bool reverse;
+};
+
+cudaError_t launch_lstm_forward(ElementType type, const LstmForwardArgs& args, cudaStream_t stream);
+cudaError_t launch_lstm_backward(ElementType type, const LstmBackwardArgs& args, cudaStream_t stream);
+cudaError_t launch_gru_forward(ElementType type, const GruForwardArgs& args, cudaStream_t stream);
+cudaError_t launch_gru_backward(ElementType type, const GruBackwardArgs& args, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace padkern

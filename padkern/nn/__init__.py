@@ -1,0 +1,4 @@
+"""Drop-in replacements for torch.nn modules that compute on real tokens only."""
+from .rnn import GRU, LSTM
+
+__all__ = ["GRU", "LSTM"]

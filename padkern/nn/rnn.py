@@ -1,0 +1,139 @@
+"""``padkern.nn.LSTM`` / ``padkern.nn.GRU``: torch.nn.LSTM/GRU's constructor, parameter
+names and return shapes, computed on the ragged layout end to end (no padding
+between layers, no sorting, zero-length sequences allowed).
+
+``forward(input, hx=None, lengths=None)`` takes a :class:`padkern.Ragged`, a
+``PackedSequence``, or a padded tensor (``lengths`` [B]; all full length when
+omitted) and returns the output in the form it was given plus ``h_n`` (and ``c_n``)
+shaped ``[num_layers * num_directions, B, H]`` in the caller's batch order.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .. import ops
+from ..ragged import Ragged
+
+
+class _RaggedRNN(nn.Module):
+    GATES = 0  # 4 for LSTM, 3 for GRU
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None, *, backend=None):
+        super().__init__()
+        if hidden_size <= 0 or num_layers <= 0:
+            raise ValueError(f"hidden_size and num_layers must be positive, got {hidden_size} and {num_layers}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
+        self.backend = backend
+        factory = {"device": device, "dtype": dtype}
+        directions = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for suffix in ("", "_reverse")[:directions]:
+                name = f"l{layer}{suffix}"
+                gate_rows = self.GATES * hidden_size
+                setattr(self, f"weight_ih_{name}", nn.Parameter(torch.empty(gate_rows, layer_input, **factory)))
+                setattr(self, f"weight_hh_{name}", nn.Parameter(torch.empty(gate_rows, hidden_size, **factory)))
+                if bias:
+                    setattr(self, f"bias_ih_{name}", nn.Parameter(torch.empty(gate_rows, **factory)))
+                    setattr(self, f"bias_hh_{name}", nn.Parameter(torch.empty(gate_rows, **factory)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # torch.nn.LSTM/GRU's initialisation.
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _layer_parameters(self, layer: int, reverse: bool):
+        name = f"l{layer}{'_reverse' if reverse else ''}"
+        weights = [getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")]
+        biases = [getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")] if self.bias else [None, None]
+        return weights + biases
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}")
+
+    # ----- input and output forms -------------------------------------------------------
+    def _to_ragged(self, input, lengths):
+        if isinstance(input, Ragged):
+            return input, ("ragged", None)
+        if isinstance(input, PackedSequence):
+            return Ragged.from_packed(input), ("packed", input)
+        if not isinstance(input, torch.Tensor) or input.dim() != 3:
+            raise TypeError("input must be a padkern.Ragged, a PackedSequence, or a padded 3-D tensor")
+        batch, steps = (input.shape[0], input.shape[1]) if self.batch_first else (input.shape[1], input.shape[0])
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.int64)
+        return Ragged.from_padded(input, lengths, self.batch_first, backend=self.backend), ("padded", steps)
+
+    def _from_ragged(self, output: Ragged, form):
+        kind, detail = form
+        if kind == "packed":
+            return output.to_packed_like(detail)
+        if kind == "padded":
+            return output.to_padded(detail, batch_first=self.batch_first, backend=self.backend)
+        return output
+
+    def _initial_states(self, hx, batch, like, count):
+        """hx as `count` tensors [layers*directions, B, H] (zeros when not given)."""
+        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        if hx is None:
+            return [like.new_zeros(shape) for _ in range(count)]
+        states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
+        if len(states) != count:
+            raise ValueError(f"hx must hold {count} tensor(s), got {len(states)}")
+        for state in states:
+            if tuple(state.shape) != shape:
+                raise ValueError(f"hx must have shape {shape}, got {tuple(state.shape)}")
+        return states
+
+    def _run(self, input, hx, lengths, state_count, cell):
+        ragged, form = self._to_ragged(input, lengths)
+        states = self._initial_states(hx, ragged.batch_size, ragged.values, state_count)
+        values, finals = ragged.values, [[] for _ in range(state_count)]
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                result = cell(values, ragged.offsets, *self._layer_parameters(layer, direction == 1),
+                              *[state[index] for state in states], reverse=direction == 1, backend=self.backend)
+                outputs.append(result[0])
+                for slot, final in zip(finals, result[1:]):
+                    slot.append(final)
+            values = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                values = F.dropout(values, self.dropout, training=True)
+        finals = [torch.stack(slot) for slot in finals]
+        return self._from_ragged(ragged.with_values(values), form), finals
+
+
+class LSTM(_RaggedRNN):
+    """Drop-in ``torch.nn.LSTM`` over ragged batches; returns ``(output, (h_n, c_n))``."""
+
+    GATES = 4
+
+    def forward(self, input, hx=None, lengths=None):
+        output, (h_n, c_n) = self._run(input, hx, lengths, 2, ops.lstm)
+        return output, (h_n, c_n)
+
+
+class GRU(_RaggedRNN):
+    """Drop-in ``torch.nn.GRU`` over ragged batches; returns ``(output, h_n)``."""
+
+    GATES = 3
+
+    def forward(self, input, hx=None, lengths=None):
+        output, (h_n,) = self._run(input, hx, lengths, 1, ops.gru)
+        return output, h_n
