@@ -119,3 +119,63 @@ def test_debug_mode_checks_gpu_offsets():
             padkern.ops.pad(torch.randn(9, 2, device="cuda"), torch.tensor([7, 9], device="cuda"))
     finally:
         padkern.set_debug(False)
+
+
+def _layer(cell="lstm", batch=2, input_size=3, hidden=4):
+    gates = (4 if cell == "lstm" else 3) * hidden
+    values, offsets = torch.randn(5, input_size), torch.tensor([0, 2, 5][: batch + 1])
+    return values, offsets, torch.randn(gates, input_size), torch.randn(gates, hidden), torch.randn(gates), torch.randn(gates)
+
+
+def test_rnn_w_ih_shape():
+    values, offsets, _, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(ValueError, match=r"w_ih must have shape \(16, 3\), got \(16, 7\)"):
+        padkern.ops.lstm(values, offsets, torch.randn(16, 7), w_hh, b_ih, b_hh)
+
+
+def test_rnn_w_hh_shape():
+    values, offsets, w_ih, _, b_ih, b_hh = _layer("gru")
+    with pytest.raises(ValueError, match=r"w_hh must be \[3\*hidden_size, hidden_size\], got shape \(7, 4\)"):
+        padkern.ops.gru(values, offsets, w_ih, torch.randn(7, 4), b_ih, b_hh)
+
+
+def test_rnn_bias_shape_and_pairing():
+    values, offsets, w_ih, w_hh, b_ih, _ = _layer()
+    with pytest.raises(ValueError, match=r"b_hh must have shape \(16,\), got \(7,\)"):
+        padkern.ops.lstm(values, offsets, w_ih, w_hh, b_ih, torch.randn(7))
+    with pytest.raises(ValueError, match=r"b_ih and b_hh must both be given or both be None"):
+        padkern.ops.lstm(values, offsets, w_ih, w_hh, b_ih, None)
+
+
+def test_rnn_state_shape():
+    values, offsets, w_ih, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(ValueError, match=r"c0 must have shape \(2, 4\), got \(7, 4\)"):
+        padkern.ops.lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, torch.zeros(2, 4), torch.zeros(7, 4))
+
+
+def test_rnn_dtype_mismatch():
+    values, offsets, w_ih, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(TypeError, match=r"w_hh must have values's dtype torch.float32, got torch.float64"):
+        padkern.ops.lstm(values, offsets, w_ih, w_hh.double(), b_ih, b_hh)
+
+
+def test_rnn_values_rank_and_dtype():
+    _, offsets, w_ih, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(ValueError, match=r"values must be \[L, input_size\], got shape \(5, 3, 7\)"):
+        padkern.ops.lstm(torch.randn(5, 3, 7), offsets, w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(TypeError, match=r"values must be floating point, got torch.int64"):
+        padkern.ops.lstm(torch.ones(5, 3, dtype=torch.int64), offsets, w_ih, w_hh, b_ih, b_hh)
+
+
+def test_rnn_offsets_must_match_values():
+    values, _, w_ih, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(ValueError, match=r"offsets\[-1\] must equal the number of value rows 5, got 7"):
+        padkern.ops.lstm(values, torch.tensor([0, 7]), w_ih, w_hh, b_ih, b_hh)
+
+
+def test_rnn_device_mismatch():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    values, offsets, w_ih, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(ValueError, match=r"w_ih must be on values's device"):
+        padkern.ops.lstm(values, offsets, w_ih.cuda(), w_hh, b_ih, b_hh)

@@ -50,3 +50,44 @@ def test_compile_fullgraph(device):
     weight = torch.randn(4, 6, device=device)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(Ragged(values, offsets), weight), layer(Ragged(values, offsets), weight))
+
+
+def recurrence_samples(device, requires_grad):
+    from rnn_cases import initial_states, layer_weights, make_values
+
+    values, offsets = make_values([3, 0, 2], 4, device=device)
+    samples = []
+    for cell in ("lstm", "gru"):
+        w_ih, w_hh, b_ih, b_hh = layer_weights(cell, 4, 5, device=device)
+        gates_x = (values @ w_ih.t()).requires_grad_(requires_grad)
+        w_hh.requires_grad_(requires_grad)
+        states = [s.requires_grad_(requires_grad) for s in initial_states(cell, 3, 5, device=device)]
+        for reverse in (False, True):
+            if cell == "lstm":
+                samples.append(("lstm_recurrence", (gates_x, offsets, w_hh, *states, reverse, requires_grad)))
+            else:
+                samples.append(("gru_recurrence", (gates_x, offsets, w_hh, b_hh, *states, reverse, requires_grad)))
+    return samples
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("flavour", ["native", "triton"])
+def test_opcheck_recurrences(device, requires_grad, flavour):
+    if flavour == "native" and not native_ops_available(device):
+        pytest.skip("native extension not built")
+    for name, args in recurrence_samples(device, requires_grad):
+        op = getattr(torch.ops.padkern, name if flavour == "native" else f"{name}_triton")
+        torch.library.opcheck(op, args)
+        # The backward ops, on the saved tensors a forward produced.
+        outputs = op(*args[:-1], True)
+        grads = [torch.randn_like(t) for t in outputs[: 3 if name.startswith("lstm") else 2]]
+        backward = getattr(torch.ops.padkern, name.replace("recurrence", "recurrence_backward")
+                           + ("" if flavour == "native" else "_triton"))
+        if name.startswith("lstm"):
+            gates_x, offsets, w_hh, h0, c0, reverse = args[:6]
+            backward_args = (*grads, outputs[3], outputs[4], offsets, w_hh, c0, reverse)
+        else:
+            gates_x, offsets, w_hh, b_hh, h0, reverse = args[:6]
+            backward_args = (*grads, outputs[2], outputs[3], outputs[0], offsets, w_hh, h0, reverse)
+        torch.library.opcheck(backward, tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in backward_args))
