@@ -5,7 +5,7 @@ import importlib
 
 import torch
 
-BENCHMARKS = ["bench_padding"]
+BENCHMARKS = ["bench_padding", "bench_rnn"]
 
 
 def main() -> None:

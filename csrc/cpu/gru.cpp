@@ -16,6 +16,47 @@ namespace padkern {
 namespace cpu {
 namespace {
 
+// One sequence's step; hidden units are independent, so the loop vectorises.
+template <typename scalar_t, bool Save>
+PADKERN_VECTOR_CLONES void gru_step_row(const scalar_t* __restrict x, const scalar_t* __restrict projected, const scalar_t* __restrict b_hh,
+                  scalar_t* __restrict h, scalar_t* __restrict out, scalar_t* __restrict saved_gates,
+                  scalar_t* __restrict saved_hh_n, int64_t hidden) {
+#pragma omp simd
+  for (int64_t j = 0; j < hidden; ++j) {
+    const scalar_t hh_n = projected[2 * hidden + j] + b_hh[2 * hidden + j];
+    const GruStep<scalar_t> s =
+        gru_forward<scalar_t>(x[j], x[hidden + j], x[2 * hidden + j], projected[j] + b_hh[j],
+                              projected[hidden + j] + b_hh[hidden + j], hh_n, h[j]);
+    h[j] = s.h;
+    out[j] = s.h;
+    if (Save) {
+      saved_gates[j] = s.r;
+      saved_gates[hidden + j] = s.z;
+      saved_gates[2 * hidden + j] = s.n;
+      saved_hh_n[j] = hh_n;
+    }
+  }
+}
+
+// One sequence's backward step. `dh` enters as the gradient of this step's h and
+// leaves as the direct z * h_prev part of the previous step's (the W_hh part is
+// accumulated onto it by one GEMM for all running sequences).
+template <typename scalar_t>
+PADKERN_VECTOR_CLONES void gru_backward_row(const scalar_t* __restrict gates, const scalar_t* __restrict hh_n,
+                      const scalar_t* __restrict h_prev, const scalar_t* __restrict grad_out, scalar_t* __restrict dh,
+                      scalar_t* __restrict grad_x, scalar_t* __restrict step_grad, int64_t hidden) {
+#pragma omp simd
+  for (int64_t j = 0; j < hidden; ++j) {
+    const GruGrad<scalar_t> g =
+        gru_backward<scalar_t>(gates[j], gates[hidden + j], gates[2 * hidden + j], hh_n[j], h_prev[j], dh[j] + grad_out[j]);
+    grad_x[j] = step_grad[j] = g.d_r;
+    grad_x[hidden + j] = step_grad[hidden + j] = g.d_z;
+    grad_x[2 * hidden + j] = g.d_n;
+    step_grad[2 * hidden + j] = g.d_hh_n;
+    dh[j] = g.dh_prev_direct;
+  }
+}
+
 template <typename scalar_t>
 void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Tensor& w, const scalar_t* b_hh,
                         const scalar_t* h0, bool reverse, int64_t batch, int64_t hidden, scalar_t* out, scalar_t* h_n,
@@ -36,20 +77,12 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
         const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
         const scalar_t* x_row = x + token * gates;
         const scalar_t* p_row = projected + k * gates;
-        for (int64_t j = 0; j < hidden; ++j) {
-          const scalar_t hh_n = p_row[2 * hidden + j] + b_hh[2 * hidden + j];
-          const GruStep<scalar_t> s = gru_forward<scalar_t>(
-              x_row[j], x_row[hidden + j], x_row[2 * hidden + j], p_row[j] + b_hh[j],
-              p_row[hidden + j] + b_hh[hidden + j], hh_n, h[k * hidden + j]);
-          h[k * hidden + j] = s.h;
-          out[token * hidden + j] = s.h;
-          if (saved_gates != nullptr) {
-            scalar_t* g_row = saved_gates + token * gates;
-            g_row[j] = s.r;
-            g_row[hidden + j] = s.z;
-            g_row[2 * hidden + j] = s.n;
-            saved_hh_n[token * hidden + j] = hh_n;
-          }
+        if (saved_gates != nullptr) {
+          gru_step_row<scalar_t, true>(x_row, p_row, b_hh, h + k * hidden, out + token * hidden,
+                                       saved_gates + token * gates, saved_hh_n + token * hidden, hidden);
+        } else {
+          gru_step_row<scalar_t, false>(x_row, p_row, b_hh, h + k * hidden, out + token * hidden, nullptr, nullptr,
+                                        hidden);
         }
       }
     });
@@ -96,20 +129,9 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
         const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
         const scalar_t* h_prev =
             t == 0 ? h0 + b * hidden : output + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
-        const scalar_t* g_row = saved_gates + token * gates;
         scalar_t* step_row = step_grad + k * gates;
-        scalar_t* x_row = grad_gates_x + token * gates;
-        for (int64_t j = 0; j < hidden; ++j) {
-          const GruGrad<scalar_t> g =
-              gru_backward<scalar_t>(g_row[j], g_row[hidden + j], g_row[2 * hidden + j], saved_hh_n[token * hidden + j],
-                                     h_prev[j], dh[k * hidden + j] + grad_out[token * hidden + j]);
-          x_row[j] = step_row[j] = g.d_r;
-          x_row[hidden + j] = step_row[hidden + j] = g.d_z;
-          x_row[2 * hidden + j] = g.d_n;
-          step_row[2 * hidden + j] = g.d_hh_n;
-          // The direct z * h_prev path; the W_hh path is accumulated onto it below.
-          dh[k * hidden + j] = g.dh_prev_direct;
-        }
+        gru_backward_row(saved_gates + token * gates, saved_hh_n + token * hidden, h_prev, grad_out + token * hidden,
+                         dh + k * hidden, grad_gates_x + token * gates, step_row, hidden);
         std::copy_n(step_row, gates, grad_gates_hh + token * gates);
       }
     });

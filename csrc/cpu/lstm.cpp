@@ -17,6 +17,48 @@ namespace padkern {
 namespace cpu {
 namespace {
 
+// One sequence's step. Hidden units are independent, so the loop vectorises (the
+// gate maths has no libm calls on the host, see rnn_cells.h).
+template <typename scalar_t, bool Save>
+PADKERN_VECTOR_CLONES void lstm_step_row(const scalar_t* __restrict x, const scalar_t* __restrict projected, scalar_t* __restrict c,
+                   scalar_t* __restrict h, scalar_t* __restrict out, scalar_t* __restrict saved_gates,
+                   scalar_t* __restrict saved_cell, int64_t hidden) {
+#pragma omp simd
+  for (int64_t j = 0; j < hidden; ++j) {
+    const LstmStep<scalar_t> s = lstm_forward<scalar_t>(
+        x[j] + projected[j], x[hidden + j] + projected[hidden + j], x[2 * hidden + j] + projected[2 * hidden + j],
+        x[3 * hidden + j] + projected[3 * hidden + j], c[j]);
+    c[j] = s.c;
+    h[j] = s.h;
+    out[j] = s.h;
+    if (Save) {
+      saved_gates[j] = s.gates.i;
+      saved_gates[hidden + j] = s.gates.f;
+      saved_gates[2 * hidden + j] = s.gates.g;
+      saved_gates[3 * hidden + j] = s.gates.o;
+      saved_cell[j] = s.c;
+    }
+  }
+}
+
+// One sequence's backward step: gate gradients into `step_grad`, dc carried in place.
+template <typename scalar_t>
+PADKERN_VECTOR_CLONES void lstm_backward_row(const scalar_t* __restrict gates, const scalar_t* __restrict cell,
+                       const scalar_t* __restrict c_prev, const scalar_t* __restrict dh,
+                       const scalar_t* __restrict grad_out, scalar_t* __restrict dc, scalar_t* __restrict step_grad,
+                       int64_t hidden) {
+#pragma omp simd
+  for (int64_t j = 0; j < hidden; ++j) {
+    const LstmGates<scalar_t> activated{gates[j], gates[hidden + j], gates[2 * hidden + j], gates[3 * hidden + j]};
+    const LstmGrad<scalar_t> g = lstm_backward<scalar_t>(activated, cell[j], c_prev[j], dh[j] + grad_out[j], dc[j]);
+    step_grad[j] = g.d_i;
+    step_grad[hidden + j] = g.d_f;
+    step_grad[2 * hidden + j] = g.d_g;
+    step_grad[3 * hidden + j] = g.d_o;
+    dc[j] = g.dc_prev;
+  }
+}
+
 template <typename scalar_t>
 void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Tensor& w, const scalar_t* h0,
                          const scalar_t* c0, bool reverse, int64_t batch, int64_t hidden, scalar_t* out, scalar_t* h_n,
@@ -39,22 +81,13 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
         const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
         const scalar_t* x_row = x + token * gates;
         const scalar_t* p_row = projected + k * gates;
-        for (int64_t j = 0; j < hidden; ++j) {
-          const LstmStep<scalar_t> s =
-              lstm_forward<scalar_t>(x_row[j] + p_row[j], x_row[hidden + j] + p_row[hidden + j],
-                                     x_row[2 * hidden + j] + p_row[2 * hidden + j],
-                                     x_row[3 * hidden + j] + p_row[3 * hidden + j], c[k * hidden + j]);
-          c[k * hidden + j] = s.c;
-          h[k * hidden + j] = s.h;
-          out[token * hidden + j] = s.h;
-          if (saved_gates != nullptr) {
-            scalar_t* g_row = saved_gates + token * gates;
-            g_row[j] = s.gates.i;
-            g_row[hidden + j] = s.gates.f;
-            g_row[2 * hidden + j] = s.gates.g;
-            g_row[3 * hidden + j] = s.gates.o;
-            saved_cell[token * hidden + j] = s.c;
-          }
+        scalar_t* h_row = h + k * hidden;
+        scalar_t* c_row = c + k * hidden;
+        if (saved_gates != nullptr) {
+          lstm_step_row<scalar_t, true>(x_row, p_row, c_row, h_row, out + token * hidden, saved_gates + token * gates,
+                                        saved_cell + token * hidden, hidden);
+        } else {
+          lstm_step_row<scalar_t, false>(x_row, p_row, c_row, h_row, out + token * hidden, nullptr, nullptr, hidden);
         }
       }
     });
@@ -104,19 +137,9 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
         const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
         const scalar_t* c_prev_row =
             t == 0 ? c0 + b * hidden : saved_cell + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
-        const scalar_t* g_row = saved_gates + token * gates;
         scalar_t* step_row = step_grad + k * gates;
-        for (int64_t j = 0; j < hidden; ++j) {
-          const LstmGates<scalar_t> activated{g_row[j], g_row[hidden + j], g_row[2 * hidden + j], g_row[3 * hidden + j]};
-          const LstmGrad<scalar_t> g =
-              lstm_backward<scalar_t>(activated, saved_cell[token * hidden + j], c_prev_row[j],
-                                      dh[k * hidden + j] + grad_out[token * hidden + j], dc[k * hidden + j]);
-          step_row[j] = g.d_i;
-          step_row[hidden + j] = g.d_f;
-          step_row[2 * hidden + j] = g.d_g;
-          step_row[3 * hidden + j] = g.d_o;
-          dc[k * hidden + j] = g.dc_prev;
-        }
+        lstm_backward_row(saved_gates + token * gates, saved_cell + token * hidden, c_prev_row, dh + k * hidden,
+                          grad_out + token * hidden, dc + k * hidden, step_row, hidden);
         std::copy_n(step_row, gates, grad_gates + token * gates);
       }
     });

@@ -9,7 +9,8 @@
 #if defined(__CUDACC__)
 #define PADKERN_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define PADKERN_HOST_DEVICE inline
+// Forced inline so the CPU gate loops see straight-line code and vectorise.
+#define PADKERN_HOST_DEVICE inline __attribute__((always_inline))
 #endif
 
 namespace padkern {
