@@ -19,11 +19,14 @@ def random_lengths(batch: int, padded_length: int, real_fraction: float, generat
     return lengths
 
 
-def run(device: torch.device, rounds: int) -> Report:
+QUICK_CASES = [(64, 256, 256, 0.5), (256, 512, 256, 0.25)]
+
+
+def run(device: torch.device, rounds: int, cases=None) -> Report:
     report = Report("padding", device)
     bandwidth = copy_bandwidth(device)
     generator = torch.Generator().manual_seed(0)
-    for batch, padded_length, features, real_fraction in (CASES_GPU if device.type == "cuda" else CASES_CPU):
+    for batch, padded_length, features, real_fraction in cases or (CASES_GPU if device.type == "cuda" else CASES_CPU):
         x = torch.randn(batch, padded_length, features, device=device)
         lengths = random_lengths(batch, padded_length, real_fraction, generator)
         ragged = Ragged.from_padded(x, lengths)

@@ -15,6 +15,9 @@ CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("lstm", 3
 CASES_GPU = [(cell, batch, 256, hidden, fraction) for cell in ("lstm", "gru") for hidden in (128, 256, 512, 1024)
              for batch in (8, 32, 128, 256) for fraction in (0.25, 0.5, 0.75)
              if not (hidden == 1024 and batch == 256)]
+# For the one-call GPU check (benchmarks/gpu_check.sh) and a quick CPU look.
+QUICK_CASES = [("lstm", 32, 256, 256, 0.5), ("lstm", 128, 256, 512, 0.5), ("lstm", 8, 256, 128, 0.5),
+               ("gru", 32, 256, 256, 0.5)]
 
 
 def matmul_flops(cell: str, tokens: int, hidden: int, backward: bool) -> float:

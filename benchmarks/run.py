@@ -13,12 +13,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per candidate (median reported)")
     parser.add_argument("--only", nargs="*", default=BENCHMARKS, choices=BENCHMARKS)
+    parser.add_argument("--quick", action="store_true", help="a few representative cases per benchmark")
     args = parser.parse_args()
     device = torch.device(args.device)
     rounds = args.rounds or (50 if device.type == "cuda" else 15)
     reports = []
     for name in args.only:
-        report = importlib.import_module(f"benchmarks.{name}").run(device, rounds)
+        module = importlib.import_module(f"benchmarks.{name}")
+        cases = getattr(module, "QUICK_CASES", None) if args.quick else None
+        report = module.run(device, rounds, cases=cases)
         print("wrote", report.save())
         reports.append(report)
     for report in reports:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One call on a machine with an NVIDIA GPU: build padkern, run the GPU tests (the
+# kernel tests again under compute-sanitizer memcheck with the caching allocator
+# off, so out-of-bounds accesses surface), run the GPU benchmarks, print a short
+# table last. Sized for under 8 minutes on an H100. Uses the machine's own torch.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PADKERN_CUDA_ARCHS="${PADKERN_CUDA_ARCHS:-90}"
+export MAX_JOBS="${MAX_JOBS:-16}"
+status=0
+step() { echo; echo "=== $* ==="; }
+
+step build
+python -m pip install -q --no-build-isolation --no-deps -e . || exit 1
+python -c "import torch, padkern._extension as e; print(torch.__version__, torch.cuda.get_device_name(), 'cuda ext:', e.CUDA_MISSING or 'ok')"
+
+step "GPU tests"
+python -m pytest -q -x tests -k "cuda or gpu or half" -p no:cacheprovider || status=1
+
+step "compute-sanitizer memcheck (cuda kernels)"
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  python -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_gpu.py -k "cuda-cuda or stream" \
+  -p no:cacheprovider || status=1
+
+step benchmarks
+python -m benchmarks.run --rounds 20 --quick || status=1
+
+step summary
+python -m benchmarks.summary
+exit $status
