@@ -57,7 +57,7 @@ def copy_bandwidth(device: torch.device) -> float:
 
 def matmul_rate(device: torch.device, dtype=torch.float32) -> float:
     """FLOP per second of a large square matmul."""
-    n = 2048 if device.type == "cuda" else 768
+    n = 4096 if device.type == "cuda" else 1536
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = interleaved_medians({"mm": lambda: a @ b}, device, rounds=5)["mm"]
