@@ -38,3 +38,22 @@ _lib.define(
     "gru_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor gates, Tensor hh_n, Tensor output, "
     "Tensor offsets, Tensor w_hh, Tensor h0, bool reverse) -> (Tensor, Tensor, Tensor)"
 )
+
+# A GEMM per sequence over its real rows only. input [L, K] (ragged) or [B, T, K]
+# (padded; any strides); weight [N, K] shared (F.linear's convention) or [B, K, N] one per
+# sequence; bias [N] or None. activation: 0 none, 1 relu, 2 gelu (erf), 3 silu, applied in
+# the epilogue. Returns the output in the input's layout (padded rows exactly zero) and,
+# when save_preactivation and an activation is set, the pre-activation (else empty [0]).
+# total_tokens (L = offsets[-1]) lets backward gather a padded input's real rows without
+# reading the offsets on the host.
+_lib.define(
+    "grouped_linear(Tensor input, Tensor offsets, Tensor weight, Tensor? bias, int activation, "
+    "bool save_preactivation, SymInt total_tokens) -> (Tensor, Tensor)"
+)
+# x [L, M], y [L, N] -> [B, M, N]: per sequence x_b^T @ y_b (zeros for an empty sequence).
+_lib.define("ragged_outer_bmm(Tensor x, Tensor y, Tensor offsets) -> Tensor")
+# values [L, D] -> ([B, D], argmax [B, D] int64, -1 where empty; only filled for max).
+# mode: 0 sum, 1 mean, 2 max. Empty sequences give 0.
+_lib.define("segment_reduce(Tensor values, Tensor offsets, int mode) -> (Tensor, Tensor)")
+# values [L, D] -> [L, D]: softmax over each sequence's rows, per feature.
+_lib.define("segment_softmax(Tensor values, Tensor offsets) -> Tensor")

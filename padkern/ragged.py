@@ -11,13 +11,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _validate
 from .ops import padding
-
-
-def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """int64 offsets [B+1] = [0, cumsum(lengths)]."""
-    offsets = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)
-    torch.cumsum(lengths, 0, out=offsets[1:])
-    return offsets
+from .reference.padding import offsets_from_lengths
 
 
 class Ragged(NamedTuple):

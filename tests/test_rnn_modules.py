@@ -177,6 +177,8 @@ def _ddp_worker(rank, world, init_file, batch, lengths, result_file):
     (out.sum() * world).backward()
     if rank == 0:
         torch.save([p.grad for p in model.module.parameters()], result_file)
+    # Both ranks finish their collectives before either tears gloo down.
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -1,6 +1,9 @@
 """padkern's ops. Each validates once at the boundary and runs on the backend chosen by
 ``backend=`` (per call), ``padkern.use_backend`` (per block), or ``auto``."""
+from .linear import masked_linear, ragged_bmm, ragged_linear, ragged_outer_bmm
 from .padding import pad, unpad
 from .rnn import GRUOutput, LSTMOutput, gru, lstm
+from .segment import segment_max, segment_mean, segment_softmax, segment_sum
 
-__all__ = ["GRUOutput", "LSTMOutput", "gru", "lstm", "pad", "unpad"]
+__all__ = ["GRUOutput", "LSTMOutput", "gru", "lstm", "masked_linear", "pad", "ragged_bmm", "ragged_linear",
+           "ragged_outer_bmm", "segment_max", "segment_mean", "segment_softmax", "segment_sum", "unpad"]

@@ -2,6 +2,13 @@
 import torch
 
 
+def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """int64 offsets [B+1] = [0, cumsum(lengths)]."""
+    offsets = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    return offsets
+
+
 def token_coordinates(offsets: torch.Tensor, total_tokens: int):
     """(sequence index, position in sequence) of each of the L tokens, int64 [L] each."""
     lengths = offsets[1:] - offsets[:-1]

@@ -1,0 +1,124 @@
+// CPU kernels of padkern::grouped_linear and padkern::ragged_outer_bmm: ATen GEMMs on
+// each sequence's real rows (views, never gathered copies), then one fused epilogue
+// pass (bias, activation, pre-activation for backward) over the real rows. A ragged
+// input with a shared weight is one GEMM over all L rows.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "padkern/scalar_math.h"
+
+namespace padkern {
+namespace cpu {
+namespace {
+
+// Rows of sequence b: a view of the padded rows t < length, or of the ragged slice.
+at::Tensor sequence_rows(const at::Tensor& tensor, bool padded, int64_t b, int64_t start, int64_t length) {
+  return padded ? tensor.select(0, b).narrow(0, 0, length) : tensor.narrow(0, start, length);
+}
+
+// The weight of sequence b as a [K, N] matrix for `rows @ weight`.
+at::Tensor sequence_weight(const at::Tensor& weight, int64_t b) {
+  return weight.dim() == 2 ? weight.t() : weight.select(0, b);
+}
+
+template <typename scalar_t, int Act>
+void epilogue_rows(scalar_t* out, scalar_t* preactivation, const scalar_t* bias, int64_t rows, int64_t row_stride,
+                   int64_t features) {
+  using A = at::opmath_type<scalar_t>;
+  for (int64_t r = 0; r < rows; ++r) {
+    scalar_t* row = out + r * row_stride;
+    scalar_t* pre = preactivation == nullptr ? nullptr : preactivation + r * row_stride;
+    for (int64_t n = 0; n < features; ++n) {
+      const A z = static_cast<A>(row[n]) + (bias == nullptr ? A(0) : static_cast<A>(bias[n]));
+      if (pre != nullptr) pre[n] = static_cast<scalar_t>(z);
+      row[n] = static_cast<scalar_t>(activate<Act, A>(z));
+    }
+  }
+}
+
+// Applies bias and activation to every real row of `out` (contiguous, padded or ragged).
+template <typename scalar_t, int Act>
+void epilogue(at::Tensor& out, at::Tensor& preactivation, const c10::optional<at::Tensor>& bias,
+              const int64_t* offsets, int64_t batch, bool padded) {
+  const int64_t features = out.size(-1);
+  scalar_t* out_data = out.data_ptr<scalar_t>();
+  scalar_t* pre_data = preactivation.numel() > 0 ? preactivation.data_ptr<scalar_t>() : nullptr;
+  const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
+  const int64_t padded_length = padded ? out.size(1) : 0;
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t first_row = padded ? b * padded_length : offsets[b];
+      epilogue_rows<scalar_t, Act>(out_data + first_row * features,
+                                   pre_data == nullptr ? nullptr : pre_data + first_row * features, bias_data,
+                                   offsets[b + 1] - offsets[b], features, features);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, const at::Tensor& offsets,
+                                                      const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                                                      int64_t activation, bool save_preactivation,
+                                                      int64_t /*total_tokens: backward only*/) {
+  const bool padded = input.dim() == 3;
+  const int64_t batch = offsets.size(0) - 1;
+  const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+  shape.back() = features;
+  // Padded rows must read as exact zeros; real rows are all overwritten below.
+  at::Tensor out = padded ? at::zeros(shape, input.options()) : at::empty(shape, input.options());
+  const bool save = save_preactivation && activation != kIdentity;
+  at::Tensor preactivation = save ? at::zeros_like(out) : at::empty({0}, input.options());
+  const int64_t* offs = offsets.data_ptr<int64_t>();
+
+  if (!padded && weight.dim() == 2) {
+    at::mm_out(out, input, weight.t());
+  } else {
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t length = offs[b + 1] - offs[b];
+      if (length == 0) continue;
+      at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
+      at::mm_out(rows_out, sequence_rows(input, padded, b, offs[b], length), sequence_weight(weight, b));
+    }
+  }
+  if (activation != kIdentity || bias.has_value()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_epilogue", [&] {
+      switch (activation) {
+        case kRelu: epilogue<scalar_t, kRelu>(out, preactivation, bias, offs, batch, padded); break;
+        case kGelu: epilogue<scalar_t, kGelu>(out, preactivation, bias, offs, batch, padded); break;
+        case kSilu: epilogue<scalar_t, kSilu>(out, preactivation, bias, offs, batch, padded); break;
+        default: epilogue<scalar_t, kIdentity>(out, preactivation, bias, offs, batch, padded);
+      }
+    });
+  }
+  return {out, preactivation};
+}
+
+at::Tensor ragged_outer_bmm_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets) {
+  const int64_t batch = offsets.size(0) - 1;
+  at::Tensor out = at::zeros({batch, x.size(1), y.size(1)}, x.options());
+  const int64_t* offs = offsets.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t length = offs[b + 1] - offs[b];
+    if (length == 0) continue;
+    at::Tensor out_b = out.select(0, b);
+    at::mm_out(out_b, x.narrow(0, offs[b], length).t(), y.narrow(0, offs[b], length));
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CPU, m) {
+  m.impl("grouped_linear", &grouped_linear_cpu);
+  m.impl("ragged_outer_bmm", &ragged_outer_bmm_cpu);
+}
+
+}  // namespace cpu
+}  // namespace padkern

@@ -1,0 +1,120 @@
+// CPU kernels of padkern::segment_reduce and padkern::segment_softmax: one task per
+// sequence, rows outer and features inner so the feature loops vectorise.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "padkern/scalar_math.h"
+
+namespace padkern {
+namespace cpu {
+namespace {
+
+enum SegmentMode : int64_t { kSum = 0, kMean = 1, kMax = 2 };
+
+template <typename scalar_t>
+void reduce_kernel(const scalar_t* values, const int64_t* offsets, int64_t batch, int64_t features, int64_t mode,
+                   scalar_t* out, int64_t* argmax) {
+  using A = at::opmath_type<scalar_t>;
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> acc(features);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t start = offsets[b], length = offsets[b + 1] - start;
+      scalar_t* out_row = out + b * features;
+      if (mode == kMax) {
+        int64_t* arg_row = argmax + b * features;
+        std::fill(acc.begin(), acc.end(), -std::numeric_limits<A>::infinity());
+        std::fill(arg_row, arg_row + features, int64_t{-1});
+        for (int64_t t = 0; t < length; ++t) {
+          const scalar_t* row = values + (start + t) * features;
+          for (int64_t d = 0; d < features; ++d) {
+            const A v = static_cast<A>(row[d]);
+            // The first row, any larger value, and the first NaN (which then stays: NaN
+            // propagates as in torch.amax) take the place.
+            if (arg_row[d] < 0 || v > acc[d] || (v != v && acc[d] == acc[d])) {
+              acc[d] = v;
+              arg_row[d] = start + t;
+            }
+          }
+        }
+        for (int64_t d = 0; d < features; ++d) out_row[d] = length == 0 ? scalar_t(0) : static_cast<scalar_t>(acc[d]);
+      } else {
+        std::fill(acc.begin(), acc.end(), A(0));
+        for (int64_t t = 0; t < length; ++t) {
+          const scalar_t* row = values + (start + t) * features;
+          for (int64_t d = 0; d < features; ++d) acc[d] += static_cast<A>(row[d]);
+        }
+        const A scale = (mode == kMean && length > 0) ? A(1) / static_cast<A>(length) : A(1);
+        for (int64_t d = 0; d < features; ++d) out_row[d] = static_cast<scalar_t>(acc[d] * scale);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& values, const at::Tensor& offsets, int64_t mode) {
+  const int64_t batch = offsets.size(0) - 1, features = values.size(1);
+  const at::Tensor input = values.contiguous();
+  at::Tensor out = at::empty({batch, features}, values.options());
+  at::Tensor argmax = at::empty({mode == kMax ? batch : 0, features}, values.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "padkern_segment_reduce_cpu", [&] {
+    reduce_kernel<scalar_t>(input.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), batch, features, mode,
+                            out.data_ptr<scalar_t>(), mode == kMax ? argmax.data_ptr<int64_t>() : nullptr);
+  });
+  return {out, argmax};
+}
+
+template <typename scalar_t>
+void softmax_kernel(const scalar_t* values, const int64_t* offsets, int64_t batch, int64_t features, scalar_t* out) {
+  using A = at::opmath_type<scalar_t>;
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> peak(features), total(features);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t start = offsets[b], length = offsets[b + 1] - start;
+      std::fill(peak.begin(), peak.end(), -std::numeric_limits<A>::infinity());
+      std::fill(total.begin(), total.end(), A(0));
+      for (int64_t t = 0; t < length; ++t) {
+        const scalar_t* row = values + (start + t) * features;
+        for (int64_t d = 0; d < features; ++d) peak[d] = std::max(peak[d], static_cast<A>(row[d]));
+      }
+      for (int64_t t = 0; t < length; ++t) {
+        const scalar_t* row = values + (start + t) * features;
+        scalar_t* out_row = out + (start + t) * features;
+        for (int64_t d = 0; d < features; ++d) {
+          const A e = std::exp(static_cast<A>(row[d]) - peak[d]);
+          total[d] += e;
+          out_row[d] = static_cast<scalar_t>(e);
+        }
+      }
+      for (int64_t t = 0; t < length; ++t) {
+        scalar_t* out_row = out + (start + t) * features;
+        for (int64_t d = 0; d < features; ++d) out_row[d] = static_cast<scalar_t>(static_cast<A>(out_row[d]) / total[d]);
+      }
+    }
+  });
+}
+
+at::Tensor segment_softmax_cpu(const at::Tensor& values, const at::Tensor& offsets) {
+  const at::Tensor input = values.contiguous();
+  at::Tensor out = at::empty_like(input);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "padkern_segment_softmax_cpu", [&] {
+    softmax_kernel<scalar_t>(input.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), offsets.size(0) - 1,
+                             input.size(1), out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CPU, m) {
+  m.impl("segment_reduce", &segment_reduce_cpu);
+  m.impl("segment_softmax", &segment_softmax_cpu);
+}
+
+}  // namespace cpu
+}  // namespace padkern

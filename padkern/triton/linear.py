@@ -1,0 +1,175 @@
+"""Triton grouped matmuls, registered as ``padkern::grouped_linear_triton`` and
+``padkern::ragged_outer_bmm_triton``.
+
+Tile scheduler: ``tile_starts[b]`` is the prefix over per-sequence row-tile counts
+``cdiv(length_b, BLOCK_M)``, built on the device (no host sync). The grid has an upper
+bound of row tiles; each program finds its sequence by binary search over tile_starts
+and programs past the last tile exit at once, so every multiply-accumulate is spent
+on real rows and no packed copy of the input is made.
+"""
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from .._backend import triton_interpreted
+from .registration import triton_kernel_op
+
+BLOCK_M = 64
+
+
+@triton.jit
+def _activate(z, ACT: tl.constexpr):
+    if ACT == 1:
+        z = tl.maximum(z, 0.0)
+    elif ACT == 2:
+        z = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
+    elif ACT == 3:
+        z = z / (1.0 + tl.exp(-z))
+    return z
+
+
+@triton.jit
+def _find_sequence(p_starts, B, i_tile):
+    """The largest b with p_starts[b] <= i_tile (zero-tile sequences are skipped)."""
+    lo = 0
+    hi = B - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if tl.load(p_starts + mid) <= i_tile:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _grouped_linear_configs():
+    if triton_interpreted():
+        return [triton.Config({"BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4)]
+    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+            for n, k, w, s in ((64, 32, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 4), (256, 32, 8, 3))]
+
+
+@triton.autotune(configs=_grouped_linear_configs(), key=["N", "K", "PADDED", "ACT"])
+@triton.jit
+def _grouped_linear_kernel(
+    p_in, p_offsets, p_starts, p_w, p_bias, p_out, p_pre, B, N, K,
+    stride_in_b, stride_in_t, stride_in_k, stride_out_b, stride_out_t, stride_wb, stride_wk, stride_wn,
+    PADDED: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, SAVE: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_tile = tl.program_id(0)
+    i_n = tl.program_id(1)
+    if i_tile < tl.load(p_starts + B):
+        i_b = _find_sequence(p_starts, B, i_tile).to(tl.int64)
+        bos = tl.load(p_offsets + i_b).to(tl.int64)
+        eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+        o_m = (i_tile - tl.load(p_starts + i_b)) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        m_m = o_m < eos - bos
+        if PADDED:
+            row_in = i_b * stride_in_b + o_m * stride_in_t
+            row_out = i_b * stride_out_b + o_m * stride_out_t
+        else:
+            row_in = (bos + o_m) * stride_in_t
+            row_out = (bos + o_m) * stride_out_t
+        o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_n = o_n < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if p_in.dtype.element_ty == tl.float64 else tl.float32)
+        p_w_b = p_w + i_b * stride_wb
+        for k0 in range(0, K, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < K
+            b_a = tl.load(p_in + row_in[:, None] + o_k[None, :] * stride_in_k, mask=m_m[:, None] & m_k[None, :], other=0.0)
+            b_w = tl.load(p_w_b + o_k[:, None] * stride_wk + o_n[None, :] * stride_wn, mask=m_k[:, None] & m_n[None, :], other=0.0)
+            acc = tl.dot(b_a, b_w, acc, input_precision=PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(p_bias + o_n, mask=m_n, other=0.0).to(acc.dtype)[None, :]
+        m_out = m_m[:, None] & m_n[None, :]
+        p_dst = row_out[:, None] + o_n[None, :]
+        if SAVE:
+            tl.store(p_pre + p_dst, acc.to(p_pre.dtype.element_ty), mask=m_out)
+        tl.store(p_out + p_dst, _activate(acc, ACT).to(p_out.dtype.element_ty), mask=m_out)
+
+
+def tile_starts(offsets: torch.Tensor, block_m: int) -> torch.Tensor:
+    """[B+1] prefix over per-sequence row-tile counts, on the offsets' device."""
+    tiles = (offsets[1:] - offsets[:-1] + block_m - 1) // block_m
+    starts = offsets.new_zeros(offsets.shape[0])
+    torch.cumsum(tiles, 0, out=starts[1:])
+    return starts
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # TF32 only where the user allowed it through torch's setting.
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+@triton_kernel_op("padkern::grouped_linear_triton")
+def grouped_linear_triton(input: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          activation: int, save_preactivation: bool, total_tokens: int
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    padded = input.dim() == 3
+    batch = offsets.shape[0] - 1
+    features = weight.shape[0] if weight.dim() == 2 else weight.shape[2]
+    shape = input.shape[:-1] + (features,)
+    out = input.new_zeros(shape) if padded else input.new_empty(shape)
+    save = save_preactivation and activation != 0
+    pre = input.new_zeros(shape) if save else input.new_empty((0,))
+    if weight.dim() == 2:  # [N, K] used as [K, N]
+        stride_wb, stride_wk, stride_wn = 0, weight.stride(1), weight.stride(0)
+    else:  # [B, K, N]
+        stride_wb, stride_wk, stride_wn = weight.stride(0), weight.stride(1), weight.stride(2)
+    if padded:
+        stride_in, stride_out = (input.stride(0), input.stride(1)), (out.stride(0), out.stride(1))
+        row_tiles = batch * triton.cdiv(input.shape[1], BLOCK_M)
+    else:
+        stride_in, stride_out = (0, input.stride(0)), (0, out.stride(0))
+        row_tiles = triton.cdiv(input.shape[0], BLOCK_M) + batch
+    if batch > 0 and features > 0 and row_tiles > 0:
+        starts = tile_starts(offsets, BLOCK_M)
+        grid = lambda meta: (row_tiles, triton.cdiv(features, meta["BLOCK_N"]))  # noqa: E731
+        wrap_triton(_grouped_linear_kernel)[grid](
+            input, offsets, starts, weight, bias if bias is not None else out, out, pre, batch, features,
+            input.shape[-1], *stride_in, input.stride(-1), *stride_out, stride_wb, stride_wk, stride_wn,
+            PADDED=padded, HAS_BIAS=bias is not None, ACT=activation, SAVE=save,
+            PRECISION=_precision(input.dtype), BLOCK_M=BLOCK_M)
+    return out, pre
+
+
+@triton.jit
+def _ragged_outer_bmm_kernel(
+    p_x, p_y, p_offsets, p_out, M, N, stride_x, stride_y, stride_ob, stride_om,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    i_m = tl.program_id(1)
+    i_n = tl.program_id(2)
+    bos = tl.load(p_offsets + i_b).to(tl.int64)
+    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_m = o_m < M
+    m_n = o_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if p_x.dtype.element_ty == tl.float64 else tl.float32)
+    for t0 in range(bos, eos, BLOCK_T):
+        o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        m_t = o_t < eos
+        b_xt = tl.load(p_x + o_t[None, :] * stride_x + o_m[:, None], mask=m_m[:, None] & m_t[None, :], other=0.0)
+        b_y = tl.load(p_y + o_t[:, None] * stride_y + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0)
+        acc = tl.dot(b_xt, b_y, acc, input_precision=PRECISION)
+    p_dst = p_out + i_b * stride_ob + o_m[:, None] * stride_om + o_n[None, :]
+    tl.store(p_dst, acc.to(p_out.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
+
+
+@triton_kernel_op("padkern::ragged_outer_bmm_triton")
+def ragged_outer_bmm_triton(x: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    batch, rows, cols = offsets.shape[0] - 1, x.shape[1], y.shape[1]
+    out = x.new_empty((batch, rows, cols))
+    x, y = x.contiguous(), y.contiguous()
+    if out.numel() > 0:
+        block = 32 if triton_interpreted() else 64
+        grid = (batch, triton.cdiv(rows, block), triton.cdiv(cols, block))
+        wrap_triton(_ragged_outer_bmm_kernel)[grid](
+            x, y, offsets, out, rows, cols, x.stride(0), y.stride(0), out.stride(0), out.stride(1),
+            PRECISION=_precision(x.dtype), BLOCK_M=block, BLOCK_N=block, BLOCK_T=32)
+    return out
