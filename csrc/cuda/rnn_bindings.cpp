@@ -8,20 +8,11 @@
 
 #include <tuple>
 
+#include "element_type.h"
 #include "padkern/rnn_kernels.h"
 
 namespace padkern {
 namespace {
-
-cuda::ElementType element_type(const at::Tensor& tensor) {
-  switch (tensor.scalar_type()) {
-    case at::kFloat: return cuda::ElementType::Float32;
-    case at::kDouble: return cuda::ElementType::Float64;
-    case at::kHalf: return cuda::ElementType::Float16;
-    case at::kBFloat16: return cuda::ElementType::BFloat16;
-    default: TORCH_CHECK(false, "padkern: recurrences support float32, float64, float16 and bfloat16, got ", tensor.scalar_type());
-  }
-}
 
 at::Tensor saved_or_empty(bool save, int64_t rows, int64_t width, const at::Tensor& like) {
   return at::empty({save ? rows : 0, width}, like.options());

@@ -1,0 +1,129 @@
+// CUDA grouped matmuls over ragged batches (see tile_gemm.cuh for the main loop).
+//
+// grouped_linear: block (x = row tile, y = column tile). Row tiles come from a prefix
+// over per-sequence tile counts (tile_starts, built on the device): a block finds its
+// sequence by binary search, reads that sequence's real rows straight from the padded
+// or ragged input (never a packed copy) and writes straight into the output layout,
+// with bias and activation fused into the epilogue. Blocks past the last tile exit.
+//
+// ragged_outer_bmm: block (x = output tile, y = sequence) reduces over that sequence's
+// rows: out[b] = x_b^T @ y_b.
+#include "padkern/ragged_layout.h"
+#include "padkern/scalar_math.h"
+#include "tile_gemm.cuh"
+
+namespace padkern {
+namespace cuda {
+namespace {
+
+template <typename T, typename A, int Act>
+__global__ void __launch_bounds__(kGemmThreads) grouped_linear_kernel(GroupedLinearArgs args) {
+  __shared__ __align__(32) CTile<A> c_tile;
+  const int64_t tile = blockIdx.x;
+  if (tile >= args.tile_starts[args.batch]) return;  // the whole block leaves together
+  const int64_t b = sequence_of_token(args.tile_starts, args.batch, tile);
+  const int64_t bos = args.offsets[b], length = args.offsets[b + 1] - bos;
+  const int64_t row0 = (tile - args.tile_starts[b]) * kTileRows, col0 = int64_t{blockIdx.y} * kTileCols;
+  const T* input = static_cast<const T*>(args.input);
+  const T* weight = static_cast<const T*>(args.weight) + b * args.w_stride_b;
+  const T zero = from_acc<T>(A(0));
+  auto input_row = [&](int64_t row) { return args.padded ? b * args.in_stride_b + row * args.in_stride_t
+                                                          : (bos + row) * args.in_stride_t; };
+  auto output_row = [&](int64_t row) { return args.padded ? b * args.out_stride_b + row * args.out_stride_t
+                                                           : (bos + row) * args.out_stride_t; };
+  auto load_a = [&](int r, int64_t k) -> T {
+    const int64_t row = row0 + r;
+    return (row < length && k < args.features_in) ? input[input_row(row) + k * args.in_stride_k] : zero;
+  };
+  auto load_b = [&](int64_t k, int c) -> T {
+    const int64_t col = col0 + c;
+    return (k < args.features_in && col < args.features_out) ? weight[k * args.w_stride_k + col * args.w_stride_n]
+                                                             : zero;
+  };
+  tile_gemm<T, A>(load_a, load_b, args.features_in, c_tile);
+
+  const T* bias = static_cast<const T*>(args.bias);
+  T* output = static_cast<T*>(args.output);
+  T* preactivation = static_cast<T*>(args.preactivation);
+  for (int i = threadIdx.x; i < kTileRows * kTileCols; i += kGemmThreads) {
+    const int64_t row = row0 + i / kTileCols, col = col0 + i % kTileCols;
+    if (row >= length || col >= args.features_out) continue;
+    const A z = c_tile[i / kTileCols][i % kTileCols] + (bias != nullptr ? to_acc<A>(bias[col]) : A(0));
+    const int64_t at = output_row(row) + col;
+    if (preactivation != nullptr) preactivation[at] = from_acc<T>(z);
+    output[at] = from_acc<T>(activate<Act, A>(z));
+  }
+}
+
+template <typename T, typename A>
+__global__ void __launch_bounds__(kGemmThreads) ragged_outer_bmm_kernel(OuterBmmArgs args) {
+  __shared__ __align__(32) CTile<A> c_tile;
+  const int64_t col_tiles = (args.cols + kTileCols - 1) / kTileCols;
+  const int64_t row0 = (blockIdx.x / col_tiles) * kTileRows, col0 = (blockIdx.x % col_tiles) * kTileCols;
+  const int64_t b = blockIdx.y;
+  const int64_t bos = args.offsets[b], length = args.offsets[b + 1] - bos;
+  const T* x = static_cast<const T*>(args.x) + bos * args.rows;
+  const T* y = static_cast<const T*>(args.y) + bos * args.cols;
+  const T zero = from_acc<T>(A(0));
+  // A = x_b^T: A[r][t] = x[t][row0 + r]; B = y_b: B[t][c] = y[t][col0 + c]; K = the sequence's length.
+  auto load_a = [&](int r, int64_t t) -> T {
+    return (t < length && row0 + r < args.rows) ? x[t * args.rows + row0 + r] : zero;
+  };
+  auto load_b = [&](int64_t t, int c) -> T {
+    return (t < length && col0 + c < args.cols) ? y[t * args.cols + col0 + c] : zero;
+  };
+  tile_gemm<T, A>(load_a, load_b, length, c_tile);
+  T* out = static_cast<T*>(args.output) + b * args.rows * args.cols;
+  for (int i = threadIdx.x; i < kTileRows * kTileCols; i += kGemmThreads) {
+    const int64_t row = row0 + i / kTileCols, col = col0 + i % kTileCols;
+    if (row < args.rows && col < args.cols) out[row * args.cols + col] = from_acc<T>(c_tile[i / kTileCols][i % kTileCols]);
+  }
+}
+
+template <typename T, typename A>
+cudaError_t grouped_linear(const GroupedLinearArgs& args, cudaStream_t stream) {
+  if (args.batch == 0 || args.features_out == 0 || args.row_tiles == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(args.row_tiles),
+                  static_cast<unsigned>((args.features_out + kTileCols - 1) / kTileCols));
+  switch (args.activation) {
+    case kRelu: grouped_linear_kernel<T, A, kRelu><<<grid, kGemmThreads, 0, stream>>>(args); break;
+    case kGelu: grouped_linear_kernel<T, A, kGelu><<<grid, kGemmThreads, 0, stream>>>(args); break;
+    case kSilu: grouped_linear_kernel<T, A, kSilu><<<grid, kGemmThreads, 0, stream>>>(args); break;
+    default: grouped_linear_kernel<T, A, kIdentity><<<grid, kGemmThreads, 0, stream>>>(args);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T, typename A>
+cudaError_t outer_bmm(const OuterBmmArgs& args, cudaStream_t stream) {
+  if (args.batch == 0 || args.rows == 0 || args.cols == 0) return cudaSuccess;
+  const int64_t tiles = ((args.rows + kTileRows - 1) / kTileRows) * ((args.cols + kTileCols - 1) / kTileCols);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(args.batch));
+  ragged_outer_bmm_kernel<T, A><<<grid, kGemmThreads, 0, stream>>>(args);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_grouped_linear(ElementType type, const GroupedLinearArgs& args, cudaStream_t stream) {
+  switch (type) {
+    case ElementType::Float32: return grouped_linear<float, float>(args, stream);
+    case ElementType::Float64: return grouped_linear<double, double>(args, stream);
+    case ElementType::Float16: return grouped_linear<__half, float>(args, stream);
+    case ElementType::BFloat16: return grouped_linear<__nv_bfloat16, float>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_ragged_outer_bmm(ElementType type, const OuterBmmArgs& args, cudaStream_t stream) {
+  switch (type) {
+    case ElementType::Float32: return outer_bmm<float, float>(args, stream);
+    case ElementType::Float64: return outer_bmm<double, double>(args, stream);
+    case ElementType::Float16: return outer_bmm<__half, float>(args, stream);
+    case ElementType::BFloat16: return outer_bmm<__nv_bfloat16, float>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace padkern

@@ -1,0 +1,107 @@
+// Registers the CUDA kernels of padkern::grouped_linear, ragged_outer_bmm,
+// segment_reduce and segment_softmax: allocation, strides and the tile prefix here.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "element_type.h"
+#include "padkern/linear_kernels.h"
+
+namespace padkern {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, const at::Tensor& offsets,
+                                                       const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                                                       int64_t activation, bool save_preactivation,
+                                                       int64_t /*total_tokens: backward only*/) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const bool padded = input.dim() == 3;
+  const int64_t batch = offsets.size(0) - 1;
+  const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+  shape.back() = features;
+  // Padded rows must read as exact zeros; the kernel writes every real row.
+  at::Tensor out = padded ? at::zeros(shape, input.options()) : at::empty(shape, input.options());
+  const bool save = save_preactivation && activation != 0;
+  at::Tensor pre = save ? at::zeros_like(out) : at::empty({0}, input.options());
+  const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
+  // Prefix over per-sequence row-tile counts, on the device: no host synchronisation.
+  const at::Tensor tiles = at::floor_divide(offsets.slice(0, 1) - offsets.slice(0, 0, batch) + (cuda::kTileRows - 1),
+                                            cuda::kTileRows);
+  const at::Tensor tile_starts = at::cat({at::zeros({1}, offsets.options()), at::cumsum(tiles, 0)});
+  const int64_t row_tiles = padded ? batch * ((input.size(1) + cuda::kTileRows - 1) / cuda::kTileRows)
+                                   : (input.size(0) + cuda::kTileRows - 1) / cuda::kTileRows + batch;
+  cuda::GroupedLinearArgs args{};
+  args.input = input.data_ptr();
+  args.offsets = offsets.data_ptr<int64_t>();
+  args.tile_starts = tile_starts.data_ptr<int64_t>();
+  args.weight = weight.data_ptr();
+  args.bias = bias.has_value() ? bias_contiguous.data_ptr() : nullptr;
+  args.output = out.data_ptr();
+  args.preactivation = save ? pre.data_ptr() : nullptr;
+  args.batch = batch;
+  args.features_in = input.size(-1);
+  args.features_out = features;
+  args.in_stride_b = padded ? input.stride(0) : 0;
+  args.in_stride_t = padded ? input.stride(1) : input.stride(0);
+  args.in_stride_k = input.stride(-1);
+  args.out_stride_b = padded ? out.stride(0) : 0;
+  args.out_stride_t = padded ? out.stride(1) : out.stride(0);
+  args.w_stride_b = weight.dim() == 2 ? 0 : weight.stride(0);
+  args.w_stride_k = weight.stride(1);  // [N, K] and [B, K, N] alike
+  args.w_stride_n = weight.dim() == 2 ? weight.stride(0) : weight.stride(2);
+  args.row_tiles = row_tiles;
+  args.padded = padded;
+  args.activation = static_cast<int>(activation);
+  C10_CUDA_CHECK(cuda::launch_grouped_linear(element_type(input), args, at::cuda::getCurrentCUDAStream()));
+  return {out, pre};
+}
+
+at::Tensor ragged_outer_bmm_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous();
+  const int64_t batch = offsets.size(0) - 1;
+  at::Tensor out = at::empty({batch, x.size(1), y.size(1)}, x.options());
+  cuda::OuterBmmArgs args{xc.data_ptr(), yc.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), batch, x.size(1),
+                          y.size(1)};
+  C10_CUDA_CHECK(cuda::launch_ragged_outer_bmm(element_type(x), args, at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> segment_reduce_cuda(const at::Tensor& values, const at::Tensor& offsets, int64_t mode) {
+  const c10::cuda::CUDAGuard guard(values.device());
+  const at::Tensor input = values.contiguous();
+  const int64_t batch = offsets.size(0) - 1, features = values.size(1);
+  at::Tensor out = at::empty({batch, features}, values.options());
+  at::Tensor argmax = at::empty({mode == 2 ? batch : 0, features}, values.options().dtype(at::kLong));
+  cuda::SegmentArgs args{input.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(),
+                         mode == 2 ? argmax.data_ptr<int64_t>() : nullptr, batch, features, static_cast<int>(mode)};
+  C10_CUDA_CHECK(cuda::launch_segment_reduce(element_type(values), args, at::cuda::getCurrentCUDAStream()));
+  return {out, argmax};
+}
+
+at::Tensor segment_softmax_cuda(const at::Tensor& values, const at::Tensor& offsets) {
+  const c10::cuda::CUDAGuard guard(values.device());
+  const at::Tensor input = values.contiguous();
+  at::Tensor out = at::empty_like(input);
+  cuda::SegmentArgs args{input.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), nullptr,
+                         offsets.size(0) - 1, values.size(1), 0};
+  C10_CUDA_CHECK(cuda::launch_segment_softmax(element_type(values), args, at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CUDA, m) {
+  m.impl("grouped_linear", &grouped_linear_cuda);
+  m.impl("ragged_outer_bmm", &ragged_outer_bmm_cuda);
+  m.impl("segment_reduce", &segment_reduce_cuda);
+  m.impl("segment_softmax", &segment_softmax_cuda);
+}
+
+}  // namespace padkern

@@ -1,0 +1,98 @@
+// CUDA segment reductions and softmax: block (sequence, feature chunk), one thread
+// per feature walking the sequence's rows, so each row read is coalesced.
+#include <limits>
+
+#include "padkern/linear_kernels.h"
+#include "padkern/scalar_math.h"
+#include "recurrence_launch.cuh"  // to_acc / from_acc
+
+namespace padkern {
+namespace cuda {
+namespace {
+
+constexpr int kSegmentThreads = 256;
+
+template <typename T, typename A>
+__global__ void segment_reduce_kernel(SegmentArgs args) {
+  const int64_t b = blockIdx.x, d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x;
+  if (d >= args.features) return;
+  const T* values = static_cast<const T*>(args.values);
+  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  A acc = args.mode == 2 ? -std::numeric_limits<A>::infinity() : A(0);
+  int64_t best = -1;
+  for (int64_t t = bos; t < eos; ++t) {
+    const A v = to_acc<A>(values[t * args.features + d]);
+    if (args.mode == 2) {
+      // The first row, any larger value, and the first NaN (which then stays) take the place.
+      if (best < 0 || v > acc || (v != v && acc == acc)) {
+        acc = v;
+        best = t;
+      }
+    } else {
+      acc += v;
+    }
+  }
+  if (args.mode == 1 && eos > bos) acc /= static_cast<A>(eos - bos);
+  if (eos == bos) acc = A(0);
+  static_cast<T*>(args.output)[b * args.features + d] = from_acc<T>(acc);
+  if (args.argmax != nullptr) args.argmax[b * args.features + d] = best;
+}
+
+template <typename T, typename A>
+__global__ void segment_softmax_kernel(SegmentArgs args) {
+  const int64_t b = blockIdx.x, d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x;
+  if (d >= args.features) return;
+  const T* values = static_cast<const T*>(args.values);
+  T* out = static_cast<T*>(args.output);
+  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  A peak = -std::numeric_limits<A>::infinity(), total = A(0);
+  for (int64_t t = bos; t < eos; ++t) peak = max(peak, to_acc<A>(values[t * args.features + d]));
+  for (int64_t t = bos; t < eos; ++t) total += exp_of(to_acc<A>(values[t * args.features + d]) - peak);
+  for (int64_t t = bos; t < eos; ++t) {
+    out[t * args.features + d] = from_acc<T>(exp_of(to_acc<A>(values[t * args.features + d]) - peak) / total);
+  }
+}
+
+dim3 segment_grid(const SegmentArgs& args) {
+  return dim3(static_cast<unsigned>(args.batch),
+              static_cast<unsigned>((args.features + kSegmentThreads - 1) / kSegmentThreads));
+}
+
+template <typename T, typename A>
+cudaError_t reduce(const SegmentArgs& args, cudaStream_t stream) {
+  if (args.batch == 0 || args.features == 0) return cudaSuccess;
+  segment_reduce_kernel<T, A><<<segment_grid(args), kSegmentThreads, 0, stream>>>(args);
+  return cudaGetLastError();
+}
+
+template <typename T, typename A>
+cudaError_t softmax(const SegmentArgs& args, cudaStream_t stream) {
+  if (args.batch == 0 || args.features == 0) return cudaSuccess;
+  segment_softmax_kernel<T, A><<<segment_grid(args), kSegmentThreads, 0, stream>>>(args);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_segment_reduce(ElementType type, const SegmentArgs& args, cudaStream_t stream) {
+  switch (type) {
+    case ElementType::Float32: return reduce<float, float>(args, stream);
+    case ElementType::Float64: return reduce<double, double>(args, stream);
+    case ElementType::Float16: return reduce<__half, float>(args, stream);
+    case ElementType::BFloat16: return reduce<__nv_bfloat16, float>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_segment_softmax(ElementType type, const SegmentArgs& args, cudaStream_t stream) {
+  switch (type) {
+    case ElementType::Float32: return softmax<float, float>(args, stream);
+    case ElementType::Float64: return softmax<double, double>(args, stream);
+    case ElementType::Float16: return softmax<__half, float>(args, stream);
+    case ElementType::BFloat16: return softmax<__nv_bfloat16, float>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace padkern
