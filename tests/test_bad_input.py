@@ -179,3 +179,48 @@ def test_rnn_device_mismatch():
     values, offsets, w_ih, w_hh, b_ih, b_hh = _layer()
     with pytest.raises(ValueError, match=r"w_ih must be on values's device"):
         padkern.ops.lstm(values, offsets, w_ih.cuda(), w_hh, b_ih, b_hh)
+
+
+def test_masked_linear_weight_shape():
+    with pytest.raises(ValueError, match=r"weight must be \[out_features, 3\], got shape \(4, 7\)"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([5, 1]), torch.randn(4, 7))
+
+
+def test_masked_linear_bias_shape_and_dtype():
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\), got \(7,\)"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([5, 1]), torch.randn(4, 3), torch.randn(7))
+    with pytest.raises(TypeError, match=r"weight must have x's dtype torch.float32, got torch.float64"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([5, 1]), torch.randn(4, 3, dtype=torch.float64))
+
+
+def test_masked_linear_lengths_must_fit():
+    with pytest.raises(ValueError, match=r"lengths_or_offsets must not exceed the padded length 5, got 7"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([7, 1]), torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"lengths_or_offsets must be 1-D with one entry per sequence \(2\), got shape \(7,\)"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.ones(7, dtype=torch.int64), torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"lengths_or_offsets\[0\] must be 0 when offsets are given, got 7"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([7, 8, 9]), torch.randn(4, 3))
+
+
+def test_masked_linear_activation_and_rank():
+    with pytest.raises(ValueError, match=r"activation must be one of \[None, 'relu', 'gelu', 'silu'\], got 'tanh'"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([5, 1]), torch.randn(4, 3), activation="tanh")
+    with pytest.raises(ValueError, match=r"x must be \[B, T, K\] \(or \[T, B, K\]\), got shape \(7, 3\)"):
+        padkern.ops.masked_linear(torch.randn(7, 3), torch.tensor([5, 1]), torch.randn(4, 3))
+
+
+def test_ragged_bmm_weights_shape():
+    with pytest.raises(ValueError, match=r"weights must be \[B=2, K=3, N\], got shape \(7, 3, 4\)"):
+        padkern.ops.ragged_bmm(torch.randn(5, 3), torch.tensor([0, 2, 5]), torch.randn(7, 3, 4))
+
+
+def test_ragged_outer_bmm_rows_must_match():
+    with pytest.raises(ValueError, match=r"must be \[L, M\] and \[L, N\] with the same L, got \(5, 3\) and \(7, 4\)"):
+        padkern.ops.ragged_outer_bmm(torch.randn(5, 3), torch.randn(7, 4), torch.tensor([0, 5]))
+
+
+def test_segment_offsets_and_dtype():
+    with pytest.raises(ValueError, match=r"offsets\[-1\] must equal the number of value rows 5, got 7"):
+        padkern.ops.segment_sum(torch.randn(5, 3), torch.tensor([0, 7]))
+    with pytest.raises(TypeError, match=r"values must be floating point, got torch.int64"):
+        padkern.ops.segment_max(torch.ones(5, 3, dtype=torch.int64), torch.tensor([0, 5]))

@@ -91,3 +91,53 @@ def test_opcheck_recurrences(device, requires_grad, flavour):
             gates_x, offsets, w_hh, b_hh, h0, reverse = args[:6]
             backward_args = (*grads, outputs[2], outputs[3], outputs[0], offsets, w_hh, h0, reverse)
         torch.library.opcheck(backward, tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in backward_args))
+
+
+def linear_samples(device, requires_grad):
+    from ragged_cases import offsets_of
+
+    generator = torch.Generator().manual_seed(0)
+
+    def make(*shape):
+        return torch.randn(shape, generator=generator, dtype=torch.float64).to(device).requires_grad_(requires_grad)
+
+    offsets = offsets_of([3, 0, 5], device)
+    padded, values, weight, bias = make(3, 6, 4), make(8, 4), make(5, 4), make(5)
+    mats, other = make(3, 4, 5), make(8, 5)
+    return [
+        ("grouped_linear", (padded, offsets, weight, bias, 2, requires_grad, 8)),
+        ("grouped_linear", (values, offsets, weight, None, 1, requires_grad, 8)),
+        ("grouped_linear", (values, offsets, mats, None, 0, False, 8)),
+        ("ragged_outer_bmm", (values, other, offsets)),
+        ("segment_reduce", (values, offsets, 0)),
+        ("segment_reduce", (values, offsets, 1)),
+        ("segment_reduce", (values, offsets, 2)),
+        ("segment_softmax", (values, offsets)),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("flavour", ["native", "triton"])
+def test_opcheck_linear_and_segment(device, requires_grad, flavour):
+    if flavour == "native" and not native_ops_available(device):
+        pytest.skip("native extension not built")
+    for name, args in linear_samples(device, requires_grad):
+        op = getattr(torch.ops.padkern, name if flavour == "native" else f"{name}_triton")
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_fullgraph_feedforward(device):
+    torch._dynamo.reset()
+
+    def block(ragged: Ragged, w1, b1, w2):
+        hidden = padkern.ops.ragged_linear(ragged, w1, b1, activation="gelu")
+        scores = padkern.ops.segment_softmax(padkern.ops.ragged_linear(hidden, w2).values, ragged.offsets)
+        return padkern.ops.segment_sum(scores * hidden.values[:, :1], ragged.offsets)
+
+    values, offsets = random_ragged([3, 0, 5, 1], (4,), dtype=torch.float64, device=device)
+    args = [torch.randn(6, 4, dtype=torch.float64, device=device), torch.randn(6, dtype=torch.float64, device=device),
+            torch.randn(2, 6, dtype=torch.float64, device=device)]
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(Ragged(values, offsets), *args), block(Ragged(values, offsets), *args))

@@ -16,7 +16,8 @@ def masked_linear(x, lengths, weight, bias=None, activation=None):
     """x [B, T, K] -> [B, T, N]; rows t >= lengths[b] are exactly zero."""
     mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
     out = ACTIVATIONS[activation](F.linear(x, weight, bias))
-    return out * mask[..., None].to(out.dtype)
+    # where, not a multiply: whatever the padding holds (NaN included) cannot leak.
+    return torch.where(mask[..., None], out, torch.zeros_like(out))
 
 
 def ragged_bmm(values, offsets, weights):

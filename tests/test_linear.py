@@ -1,0 +1,223 @@
+"""masked_linear, ragged_linear, ragged_bmm and ragged_outer_bmm on every backend,
+against the reference path and the per-sequence slice-and-concatenate computation."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import padkern
+from padkern import Ragged
+from ragged_cases import EDGE_LENGTHS, offsets_of, random_ragged, split
+
+ACTIVATIONS = [None, "relu", "gelu", "silu"]
+ACT_FN = {None: lambda z: z, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+
+
+def weights(n, k, dtype=torch.float64, device="cpu", seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=generator, dtype=torch.float64) / k ** 0.5
+    b = torch.randn(n, generator=generator, dtype=torch.float64)
+    return w.to(dtype).to(device), b.to(dtype).to(device)
+
+
+def padded_batch(lengths, k, dtype=torch.float64, device="cpu", seed=4):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths + [1]) + 1, k, generator=generator, dtype=torch.float64)
+    return x.to(dtype).to(device), torch.tensor(lengths)
+
+
+def per_sequence_masked(x, lengths, w, b, activation):
+    out = torch.zeros(x.shape[:2] + (w.shape[0],), dtype=x.dtype, device=x.device)
+    for i, n in enumerate(lengths.tolist()):
+        out[i, :n] = ACT_FN[activation](F.linear(x[i, :n], w, b))
+    return out
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("case", ["mixed_unsorted", "all_empty", "first_empty", "every_fifth_empty", "all_length_one",
+                                  "single_sequence", "not_tile_multiples"])
+def test_masked_linear_forward(device_backend, activation, case):
+    device, backend = device_backend
+    lengths = EDGE_LENGTHS[case]
+    x, lens = padded_batch(lengths, 17, device=device)
+    w, b = weights(19, 17, device=device)
+    out = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
+    expected = per_sequence_masked(x, lens, w, b, activation)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    pad = torch.arange(x.shape[1])[None, :] >= lens[:, None]
+    assert torch.equal(out[pad.to(device)], torch.zeros_like(out[pad.to(device)]))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_masked_linear_gradients(kernel_backend, activation, batch_first):
+    device, backend = kernel_backend
+    x, lens = padded_batch([5, 0, 9, 2], 6, device=device)
+    w, b = weights(7, 6, device=device)
+    if not batch_first:
+        x = x.transpose(0, 1).contiguous()
+    results = []
+    for name in ("reference", backend):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        out = padkern.ops.masked_linear(leaves[0], lens, leaves[1], leaves[2], activation=activation,
+                                        batch_first=batch_first, backend=name)
+        weight = torch.linspace(-1, 2, out.numel(), dtype=out.dtype, device=device).view_as(out)
+        results.append([out, *torch.autograd.grad((out * weight).sum(), leaves)])
+    for actual, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+    # The input gradient is exactly zero at padded rows.
+    grad_x = results[1][1] if batch_first else results[1][1].transpose(0, 1)
+    pad = (torch.arange(grad_x.shape[1])[None, :] >= lens[:, None]).to(device)
+    assert torch.equal(grad_x[pad], torch.zeros_like(grad_x[pad]))
+
+
+def test_masked_linear_ignores_garbage_at_padding(device_backend):
+    device, backend = device_backend
+    x, lens = padded_batch([3, 0, 5], 4, device=device)
+    pad = (torch.arange(x.shape[1])[None, :] >= lens[:, None]).to(device)
+    x[pad] = float("nan")
+    w, b = weights(6, 4, device=device)
+    out = padkern.ops.masked_linear(x, lens, w, b, activation="gelu", backend=backend)
+    assert not out.isnan().any()
+
+
+def test_masked_linear_offsets_and_int32(device_backend):
+    device, backend = device_backend
+    x, lens = padded_batch([4, 1, 0, 6], 5, device=device)
+    w, _ = weights(3, 5, device=device)
+    expected = per_sequence_masked(x, lens, w, None, None)
+    by_offsets = padkern.ops.masked_linear(x, offsets_of(lens.tolist(), device, torch.int32), w, backend=backend)
+    by_lengths = padkern.ops.masked_linear(x, lens.to(torch.int32), w, backend=backend)
+    torch.testing.assert_close(by_offsets, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(by_lengths, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_ragged_linear(device_backend, activation):
+    device, backend = device_backend
+    values, offsets = random_ragged([3, 0, 70, 5], (20,), dtype=torch.float64, device=device)
+    w, b = weights(33, 20, device=device)
+    out = padkern.ops.ragged_linear(Ragged(values, offsets), w, b, activation=activation, backend=backend)
+    assert isinstance(out, Ragged) and out.offsets is offsets
+    torch.testing.assert_close(out.values, ACT_FN[activation](F.linear(values, w, b)), rtol=1e-10, atol=1e-12)
+
+
+def test_ragged_linear_gradients(kernel_backend):
+    device, backend = kernel_backend
+    values, offsets = random_ragged([3, 0, 9], (6,), dtype=torch.float64, device=device)
+    w, b = weights(5, 6, device=device)
+    leaves = [t.requires_grad_() for t in (values, w, b)]
+    torch.autograd.gradcheck(lambda v, w, b: padkern.ops.ragged_linear(v, w, b, offsets=offsets, activation="silu",
+                                                                         backend=backend), leaves)
+
+
+def per_sequence_bmm(values, offsets, weights):
+    pieces = [piece @ weights[i] for i, piece in enumerate(split(values, offsets))]
+    return torch.cat(pieces) if pieces else values.new_zeros((0, weights.shape[2]))
+
+
+@pytest.mark.parametrize("case", ["mixed_unsorted", "all_empty", "last_empty", "not_tile_multiples"])
+def test_ragged_bmm_and_outer(device_backend, case):
+    device, backend = device_backend
+    lengths = EDGE_LENGTHS[case]
+    values, offsets = random_ragged(lengths, (17,), dtype=torch.float64, device=device)
+    generator = torch.Generator().manual_seed(5)
+    mats = torch.randn(len(lengths), 17, 9, generator=generator, dtype=torch.float64).to(device)
+    torch.testing.assert_close(padkern.ops.ragged_bmm(values, offsets, mats, backend=backend),
+                               per_sequence_bmm(values, offsets, mats), rtol=1e-10, atol=1e-12)
+    other = torch.randn(values.shape[0], 9, generator=generator, dtype=torch.float64).to(device)
+    expected = torch.stack([x.t() @ y for x, y in zip(split(values, offsets), split(other, offsets))])
+    torch.testing.assert_close(padkern.ops.ragged_outer_bmm(values, other, offsets, backend=backend), expected,
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_bmm_gradcheck(device_backend):
+    device, backend = device_backend
+    values, offsets = random_ragged([2, 0, 3], (3,), dtype=torch.float64, device=device)
+    mats = torch.randn(3, 3, 4, dtype=torch.float64, device=device)
+    other = torch.randn(5, 4, dtype=torch.float64, device=device)
+    leaves = [t.requires_grad_() for t in (values, mats, other)]
+    torch.autograd.gradcheck(lambda v, m: padkern.ops.ragged_bmm(v, offsets, m, backend=backend), leaves[:2])
+    torch.autograd.gradcheck(lambda v, o: padkern.ops.ragged_outer_bmm(v, o, offsets, backend=backend),
+                             [leaves[0], leaves[2]])
+
+
+def test_masked_linear_gradcheck(device_backend):
+    device, backend = device_backend
+    x, lens = padded_batch([2, 0, 3], 3, device=device)
+    w, b = weights(4, 3, device=device)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    torch.autograd.gradcheck(lambda x, w, b: padkern.ops.masked_linear(x, lens, w, b, activation="gelu",
+                                                                         backend=backend), leaves)
+
+
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_float32_within_1e5(kernel_backend, activation):
+    device, backend = kernel_backend
+    x, lens = padded_batch([30, 0, 64, 7], 48, dtype=torch.float32, device=device)
+    w, b = weights(40, 48, dtype=torch.float32, device=device)
+    out = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
+    expected = per_sequence_masked(x.double(), lens, w.double(), b.double(), activation)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision kernels run on the GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_half_precision_within_twice_pytorch_error(dtype, backend):
+    x, lens = padded_batch([100, 0, 257, 31], 96, device="cuda")
+    w, b = weights(80, 96, device="cuda")
+    truth = per_sequence_masked(x, lens, w, b, "gelu")
+    ours = padkern.ops.masked_linear(x.to(dtype), lens, w.to(dtype), b.to(dtype), activation="gelu", backend=backend)
+    pytorch = per_sequence_masked(x.to(dtype), lens, w.to(dtype), b.to(dtype), "gelu")
+    assert (ours.double() - truth).abs().max() <= 2 * (pytorch.double() - truth).abs().max() + 1e-6
+    values, offsets = random_ragged([100, 0, 257], (96,), dtype=torch.float64, device="cuda")
+    other = torch.randn(values.shape[0], 40, dtype=torch.float64, device="cuda")
+    truth = padkern.ops.ragged_outer_bmm(values, other, offsets, backend="reference")
+    ours = padkern.ops.ragged_outer_bmm(values.to(dtype), other.to(dtype), offsets, backend=backend)
+    pytorch = padkern.ops.ragged_outer_bmm(values.to(dtype), other.to(dtype), offsets, backend="reference")
+    assert (ours.double() - truth).abs().max() <= 2 * (pytorch.double() - truth).abs().max() + 1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5),
+    k=st.integers(1, 20),
+    n=st.integers(1, 20),
+    activation=st.sampled_from(ACTIVATIONS),
+)
+def test_fuzz_masked_linear_and_bmm(lengths, k, n, activation):
+    from conftest import DEVICE_BACKENDS
+
+    for device, backend in DEVICE_BACKENDS:
+        x, lens = padded_batch(lengths, k, device=device)
+        w, b = weights(n, k, device=device)
+        torch.testing.assert_close(padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend),
+                                   per_sequence_masked(x, lens, w, b, activation), rtol=1e-10, atol=1e-12)
+        values, offsets = random_ragged(lengths, (k,), dtype=torch.float64, device=device)
+        mats = torch.randn(len(lengths), k, n, dtype=torch.float64, device=device)
+        torch.testing.assert_close(padkern.ops.ragged_bmm(values, offsets, mats, backend=backend),
+                                   per_sequence_bmm(values, offsets, mats), rtol=1e-10, atol=1e-12)
+
+
+def test_every_output_element_written(device_backend):
+    # Deterministic mode fills fresh allocations with NaN: a skipped element would stay NaN.
+    device, backend = device_backend
+    x, lens = padded_batch([3, 0, 70, 5], 8, device=device)
+    values, offsets = random_ragged([3, 0, 70, 5], (8,), dtype=torch.float64, device=device)
+    w, b = weights(9, 8, device=device)
+    mats = torch.randn(4, 8, 9, dtype=torch.float64, device=device)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        outputs = [padkern.ops.masked_linear(x, lens, w, b, activation="relu", backend=backend),
+                   padkern.ops.ragged_linear(values, w, b, offsets=offsets, backend=backend),
+                   padkern.ops.ragged_bmm(values, offsets, mats, backend=backend),
+                   padkern.ops.ragged_outer_bmm(values, values, offsets, backend=backend)]
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+    for out in outputs:
+        assert not out.isnan().any()
