@@ -5,7 +5,7 @@ import importlib
 
 import torch
 
-BENCHMARKS = ["bench_padding", "bench_rnn"]
+BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear"]
 
 
 def main() -> None:

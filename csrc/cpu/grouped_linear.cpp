@@ -1,11 +1,12 @@
 // CPU kernels of padkern::grouped_linear and padkern::ragged_outer_bmm: ATen GEMMs on
-// each sequence's real rows (views, never gathered copies), then one fused epilogue
-// pass (bias, activation, pre-activation for backward) over the real rows. A ragged
-// input with a shared weight is one GEMM over all L rows.
+// each sequence's real rows (views, never gathered copies), parallel across sequences,
+// each followed by its fused epilogue (bias, activation, pre-activation for backward).
+// A ragged input with a shared weight is one GEMM over all L rows.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -42,26 +43,19 @@ void epilogue_rows(scalar_t* out, scalar_t* preactivation, const scalar_t* bias,
   }
 }
 
-// Applies bias and activation to every real row of `out` (contiguous, padded or ragged).
-template <typename scalar_t, int Act>
-void epilogue(at::Tensor& out, at::Tensor& preactivation, const c10::optional<at::Tensor>& bias,
-              const int64_t* offsets, int64_t batch, bool padded) {
-  const int64_t features = out.size(-1);
-  scalar_t* out_data = out.data_ptr<scalar_t>();
-  scalar_t* pre_data = preactivation.numel() > 0 ? preactivation.data_ptr<scalar_t>() : nullptr;
-  const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
-  const int64_t padded_length = padded ? out.size(1) : 0;
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t first_row = padded ? b * padded_length : offsets[b];
-      epilogue_rows<scalar_t, Act>(out_data + first_row * features,
-                                   pre_data == nullptr ? nullptr : pre_data + first_row * features, bias_data,
-                                   offsets[b + 1] - offsets[b], features, features);
-    }
-  });
+template <typename scalar_t>
+void apply_epilogue(int64_t activation, scalar_t* out, scalar_t* preactivation, const scalar_t* bias, int64_t rows,
+                    int64_t features) {
+  switch (activation) {
+    case kRelu: return epilogue_rows<scalar_t, kRelu>(out, preactivation, bias, rows, features, features);
+    case kGelu: return epilogue_rows<scalar_t, kGelu>(out, preactivation, bias, rows, features, features);
+    case kSilu: return epilogue_rows<scalar_t, kSilu>(out, preactivation, bias, rows, features, features);
+    default: return epilogue_rows<scalar_t, kIdentity>(out, preactivation, bias, rows, features, features);
+  }
 }
 
+// Per sequence, in one task: zero its padded rows, GEMM its real rows (a single-threaded
+// BLAS call inside the parallel region), then the epilogue while the rows are in cache.
 std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, const at::Tensor& offsets,
                                                       const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                       int64_t activation, bool save_preactivation,
@@ -71,32 +65,44 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
   shape.back() = features;
-  // Padded rows must read as exact zeros; real rows are all overwritten below.
-  at::Tensor out = padded ? at::zeros(shape, input.options()) : at::empty(shape, input.options());
+  at::Tensor out = at::empty(shape, input.options());
   const bool save = save_preactivation && activation != kIdentity;
-  at::Tensor preactivation = save ? at::zeros_like(out) : at::empty({0}, input.options());
+  at::Tensor preactivation = save ? at::empty(shape, input.options()) : at::empty({0}, input.options());
+  const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t* offs = offsets.data_ptr<int64_t>();
+  const bool needs_epilogue = activation != kIdentity || bias.has_value();
+  const bool one_gemm = !padded && weight.dim() == 2;  // all L rows share one weight
+  if (one_gemm) at::mm_out(out, input, weight.t());
 
-  if (!padded && weight.dim() == 2) {
-    at::mm_out(out, input, weight.t());
-  } else {
-    for (int64_t b = 0; b < batch; ++b) {
-      const int64_t length = offs[b + 1] - offs[b];
-      if (length == 0) continue;
-      at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
-      at::mm_out(rows_out, sequence_rows(input, padded, b, offs[b], length), sequence_weight(weight, b));
-    }
-  }
-  if (activation != kIdentity || bias.has_value()) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_epilogue", [&] {
-      switch (activation) {
-        case kRelu: epilogue<scalar_t, kRelu>(out, preactivation, bias, offs, batch, padded); break;
-        case kGelu: epilogue<scalar_t, kGelu>(out, preactivation, bias, offs, batch, padded); break;
-        case kSilu: epilogue<scalar_t, kSilu>(out, preactivation, bias, offs, batch, padded); break;
-        default: epilogue<scalar_t, kIdentity>(out, preactivation, bias, offs, batch, padded);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
+    const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
+    scalar_t* out_data = out.data_ptr<scalar_t>();
+    scalar_t* pre_data = save ? preactivation.data_ptr<scalar_t>() : nullptr;
+    const int64_t padded_length = padded ? input.size(1) : 0;
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      // Worker threads do not inherit the caller's dispatch state: stay below autograd.
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t length = offs[b + 1] - offs[b];
+        const int64_t first_row = padded ? b * padded_length : offs[b];
+        if (padded) {
+          // Padded rows read as exact zeros (and carry no pre-activation).
+          const int64_t pad = (padded_length - length) * features;
+          std::fill_n(out_data + (first_row + length) * features, pad, scalar_t(0));
+          if (save) std::fill_n(pre_data + (first_row + length) * features, pad, scalar_t(0));
+        }
+        if (length == 0) continue;
+        if (!one_gemm) {
+          at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
+          at::mm_out(rows_out, sequence_rows(input, padded, b, offs[b], length), sequence_weight(weight, b));
+        }
+        if (needs_epilogue) {
+          apply_epilogue<scalar_t>(activation, out_data + first_row * features,
+                                   save ? pre_data + first_row * features : nullptr, bias_data, length, features);
+        }
       }
     });
-  }
+  });
   return {out, preactivation};
 }
 
