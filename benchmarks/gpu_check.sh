@@ -19,7 +19,8 @@ python -m pytest -q -x tests -k "cuda or gpu or half" -p no:cacheprovider || sta
 
 step "compute-sanitizer memcheck (cuda kernels)"
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_gpu.py -k "cuda-cuda or stream" \
+  python -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_linear.py tests/test_segment.py \
+  tests/test_gpu.py -k "cuda-cuda or stream" \
   -p no:cacheprovider || status=1
 
 step benchmarks
