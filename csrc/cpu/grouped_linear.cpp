@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "linear_gemm.h"
 #include "padkern/scalar_math.h"
 
 namespace padkern {
@@ -21,11 +22,6 @@ namespace {
 // Rows of sequence b: a view of the padded rows t < length, or of the ragged slice.
 at::Tensor sequence_rows(const at::Tensor& tensor, bool padded, int64_t b, int64_t start, int64_t length) {
   return padded ? tensor.select(0, b).narrow(0, 0, length) : tensor.narrow(0, start, length);
-}
-
-// The weight of sequence b as a [K, N] matrix for `rows @ weight`.
-at::Tensor sequence_weight(const at::Tensor& weight, int64_t b) {
-  return weight.dim() == 2 ? weight.t() : weight.select(0, b);
 }
 
 template <typename scalar_t, int Act>
@@ -65,14 +61,14 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
   shape.back() = features;
-  at::Tensor out = at::empty(shape, input.options());
+  const bool one_gemm = !padded && weight.dim() == 2;  // all L rows share one weight
+  const std::optional<LinearGemm> shared = weight.dim() == 2 ? std::optional<LinearGemm>(weight) : std::nullopt;
+  at::Tensor out = one_gemm ? shared->product(input) : at::empty(shape, input.options());
   const bool save = save_preactivation && activation != kIdentity;
   at::Tensor preactivation = save ? at::empty(shape, input.options()) : at::empty({0}, input.options());
   const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t* offs = offsets.data_ptr<int64_t>();
   const bool needs_epilogue = activation != kIdentity || bias.has_value();
-  const bool one_gemm = !padded && weight.dim() == 2;  // all L rows share one weight
-  if (one_gemm) at::mm_out(out, input, weight.t());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
     const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
@@ -94,7 +90,12 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
         if (length == 0) continue;
         if (!one_gemm) {
           at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
-          at::mm_out(rows_out, sequence_rows(input, padded, b, offs[b], length), sequence_weight(weight, b));
+          const at::Tensor rows_in = sequence_rows(input, padded, b, offs[b], length);
+          if (shared.has_value()) {
+            shared->multiply(rows_in, 0.0, rows_out);
+          } else {
+            at::mm_out(rows_out, rows_in, weight.select(0, b));
+          }
         }
         if (needs_epilogue) {
           apply_epilogue<scalar_t>(activation, out_data + first_row * features,

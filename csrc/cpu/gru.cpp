@@ -63,6 +63,7 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
                         scalar_t* saved_gates, scalar_t* saved_hh_n) {
   const int64_t gates = 3 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
+  const LinearGemm recurrent(w);  // h @ w_hh^T
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor projected_buffer = at::empty({batch, gates}, w.options());
   scalar_t *h = h_buffer.data_ptr<scalar_t>(), *projected = projected_buffer.data_ptr<scalar_t>();
@@ -70,7 +71,7 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
 
   for (int64_t t = 0; t < schedule.steps; ++t) {
     const int64_t running = schedule.active[t];
-    project_state(h_buffer, running, w, projected_buffer);
+    recurrent.multiply(h_buffer.narrow(0, 0, running), 0.0, projected_buffer);
     at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         const int64_t b = schedule.order[k];
@@ -116,6 +117,7 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
                          scalar_t* grad_gates_hh, scalar_t* grad_h0) {
   const int64_t gates = 3 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
+  const LinearGemm recurrent(w.t());  // grad_gates @ w_hh
   at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());
   scalar_t *dh = dh_buffer.data_ptr<scalar_t>(), *step_grad = step_grad_buffer.data_ptr<scalar_t>();
@@ -135,7 +137,7 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
         std::copy_n(step_row, gates, grad_gates_hh + token * gates);
       }
     });
-    back_project_gates(step_grad_buffer, running, w, 1.0, dh_buffer);
+    recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 1.0, dh_buffer);
   }
   scatter_rows(dh, schedule.order, hidden, grad_h0);
 }

@@ -65,6 +65,7 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
                          scalar_t* c_n, scalar_t* saved_gates, scalar_t* saved_cell) {
   const int64_t gates = 4 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
+  const LinearGemm recurrent(w);  // h @ w_hh^T
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor c_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor projected_buffer = at::empty({batch, gates}, w.options());
@@ -74,7 +75,7 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
 
   for (int64_t t = 0; t < schedule.steps; ++t) {
     const int64_t running = schedule.active[t];
-    project_state(h_buffer, running, w, projected_buffer);
+    recurrent.multiply(h_buffer.narrow(0, 0, running), 0.0, projected_buffer);
     at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         const int64_t b = schedule.order[k];
@@ -122,6 +123,7 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
                           scalar_t* grad_gates, scalar_t* grad_h0, scalar_t* grad_c0) {
   const int64_t gates = 4 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
+  const LinearGemm recurrent(w.t());  // grad_gates @ w_hh
   at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor dc_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());
@@ -143,7 +145,7 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
         std::copy_n(step_row, gates, grad_gates + token * gates);
       }
     });
-    back_project_gates(step_grad_buffer, running, w, 0.0, dh_buffer);
+    recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 0.0, dh_buffer);
   }
   scatter_rows(dh, schedule.order, hidden, grad_h0);
   scatter_rows(dc, schedule.order, hidden, grad_c0);

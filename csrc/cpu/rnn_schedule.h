@@ -9,6 +9,7 @@
 #include <numeric>
 #include <vector>
 
+#include "linear_gemm.h"
 #include "padkern/ragged_layout.h"
 
 namespace padkern {
@@ -44,26 +45,6 @@ inline RaggedSchedule make_schedule(const int64_t* offsets, int64_t batch) {
 
 // Gate work per sequence is ~30 flops x H: keep tasks around 4K hidden units.
 inline int64_t sequences_per_task(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }
-
-// projected[:rows] = state[:rows] @ w_hh^T   (the forward recurrent projection)
-// Buffers are allocated once per call; each step only makes views of them.
-inline void project_state(const at::Tensor& state, int64_t rows, const at::Tensor& w_hh, at::Tensor& projected) {
-  if (rows == 0) return;
-  auto out = projected.narrow(0, 0, rows);
-  at::mm_out(out, state.narrow(0, 0, rows), w_hh.t());
-}
-
-// state[:rows] = beta * state[:rows] + grad_gates[:rows] @ w_hh   (the backward recurrent path)
-inline void back_project_gates(const at::Tensor& grad_gates, int64_t rows, const at::Tensor& w_hh, double beta,
-                               at::Tensor& state) {
-  if (rows == 0) return;
-  auto out = state.narrow(0, 0, rows);
-  if (beta == 0.0) {
-    at::mm_out(out, grad_gates.narrow(0, 0, rows), w_hh);
-  } else {
-    out.addmm_(grad_gates.narrow(0, 0, rows), w_hh, beta, 1.0);
-  }
-}
 
 // Copies rows of a [B, H] tensor into schedule order, or back.
 template <typename scalar_t>

@@ -6,7 +6,7 @@
 // or ragged input (never a packed copy) and writes straight into the output layout,
 // with bias and activation fused into the epilogue. Blocks past the last tile exit.
 //
-// ragged_outer_bmm: block (x = output tile, y = sequence) reduces over that sequence's
+// ragged_outer_bmm: block (x = sequence, y = output tile) reduces over that sequence's
 // rows: out[b] = x_b^T @ y_b.
 #include "padkern/ragged_layout.h"
 #include "padkern/scalar_math.h"
@@ -59,8 +59,8 @@ template <typename T, typename A>
 __global__ void __launch_bounds__(kGemmThreads) ragged_outer_bmm_kernel(OuterBmmArgs args) {
   __shared__ __align__(32) CTile<A> c_tile;
   const int64_t col_tiles = (args.cols + kTileCols - 1) / kTileCols;
-  const int64_t row0 = (blockIdx.x / col_tiles) * kTileRows, col0 = (blockIdx.x % col_tiles) * kTileCols;
-  const int64_t b = blockIdx.y;
+  const int64_t row0 = (blockIdx.y / col_tiles) * kTileRows, col0 = (blockIdx.y % col_tiles) * kTileCols;
+  const int64_t b = blockIdx.x;
   const int64_t bos = args.offsets[b], length = args.offsets[b + 1] - bos;
   const T* x = static_cast<const T*>(args.x) + bos * args.rows;
   const T* y = static_cast<const T*>(args.y) + bos * args.cols;
@@ -98,7 +98,8 @@ template <typename T, typename A>
 cudaError_t outer_bmm(const OuterBmmArgs& args, cudaStream_t stream) {
   if (args.batch == 0 || args.rows == 0 || args.cols == 0) return cudaSuccess;
   const int64_t tiles = ((args.rows + kTileRows - 1) / kTileRows) * ((args.cols + kTileCols - 1) / kTileCols);
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(args.batch));
+  // Sequences on x (up to 2^31 - 1 blocks), output tiles on y (up to 65535).
+  const dim3 grid(static_cast<unsigned>(args.batch), static_cast<unsigned>(tiles));
   ragged_outer_bmm_kernel<T, A><<<grid, kGemmThreads, 0, stream>>>(args);
   return cudaGetLastError();
 }

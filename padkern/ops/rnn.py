@@ -16,6 +16,7 @@ from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import rnn as reference
 from ..reference.rnn import previous_rows
+from . import linear  # noqa: F401  (registers grouped_linear's autograd, used for the input projection)
 
 
 class LSTMOutput(NamedTuple):
@@ -171,6 +172,15 @@ def _check_layer(cell, values, offsets, w_ih, w_hh, b_ih, b_hh, states):
     return offsets, hidden, batch
 
 
+def _input_projection(values, w_ih, bias, backend: str):
+    """values @ w_ih^T + bias over all L tokens: one GEMM. The C++ backend's grouped_linear
+    reaches oneDNN, which beat at::addmm's BLAS on the CPU; elsewhere addmm (cuBLAS)."""
+    if backend == "cpu":
+        whole = torch.tensor([0, values.shape[0]], device=values.device)
+        return torch.ops.padkern.grouped_linear(values, whole, w_ih, bias, 0, False, values.shape[0])[0]
+    return values @ w_ih.t() if bias is None else torch.addmm(bias, values, w_ih.t())
+
+
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -192,7 +202,7 @@ def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
     name = _backend.resolve(backend, values.device)
     if name == "reference":
         return LSTMOutput(*reference.lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse))
-    gates_x = values @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, values, w_ih.t())
+    gates_x = _input_projection(values, w_ih, None if b_ih is None else b_ih + b_hh, name)
     forward_op = (_TRITON if name == "triton" else _NATIVE)["lstm"][0]
     save = _needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0, c0)
     output, h_n, c_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), h0.contiguous(), c0.contiguous(),
@@ -211,7 +221,7 @@ def gru(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, reverse=F
     name = _backend.resolve(backend, values.device)
     if name == "reference":
         return GRUOutput(*reference.gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse))
-    gates_x = values @ w_ih.t() if b_ih is None else torch.addmm(b_ih, values, w_ih.t())
+    gates_x = _input_projection(values, w_ih, b_ih, name)
     b_hh = w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
     forward_op = (_TRITON if name == "triton" else _NATIVE)["gru"][0]
     save = _needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0)

@@ -1,0 +1,61 @@
+// The GEMM behind the CPU kernels' shared-weight matmuls.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <optional>
+
+namespace padkern {
+namespace cpu {
+
+// rows @ weight^T with weight [N, K] in torch.nn.functional.linear's convention, for
+// the CPU kernels' GEMMs. float32 goes through oneDNN's linear (torch's
+// mkldnn::_linear_pointwise, looked up at run time) where torch has it: on this
+// library's shapes (a recurrence step's few rows; a sequence's rows) it ran about 2x
+// faster than the BLAS behind at::mm on the 2-core AVX-512 machine of README's
+// figures. Otherwise, and for other dtypes, at::mm.
+class LinearGemm {
+ public:
+  explicit LinearGemm(const at::Tensor& weight) : weight_(weight.contiguous()) {
+    if (weight_.scalar_type() != at::kFloat) return;
+    const auto handle = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
+    if (!handle.has_value()) return;
+    try {
+      linear_ = handle->typed<LinearSignature>();
+    } catch (const c10::Error&) {
+      linear_.reset();  // a torch whose schema differs: use at::mm_out
+    }
+  }
+
+  // A fresh [rows, N] tensor.
+  at::Tensor product(const at::Tensor& rows) const {
+    if (linear_.has_value() && rows.size(0) > 0) {
+      return linear_->call(rows.contiguous(), weight_, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+    }
+    return at::mm(rows, weight_.t());
+  }
+
+  // out[:n] = beta * out[:n] + rows @ weight^T  (n = rows.size(0); out may be a view).
+  void multiply(const at::Tensor& rows, double beta, at::Tensor out) const {
+    const int64_t count = rows.size(0);
+    if (count == 0) return;
+    at::Tensor target = out.narrow(0, 0, count);
+    if (linear_.has_value()) {
+      beta == 0.0 ? target.copy_(product(rows)) : target.add_(product(rows));
+    } else if (beta == 0.0) {
+      at::mm_out(target, rows, weight_.t());
+    } else {
+      target.addmm_(rows, weight_.t(), beta, 1.0);
+    }
+  }
+
+ private:
+  using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                     c10::string_view, c10::List<std::optional<at::Scalar>>,
+                                     std::optional<c10::string_view>);
+  at::Tensor weight_;
+  std::optional<c10::TypedOperatorHandle<LinearSignature>> linear_;
+};
+
+}  // namespace cpu
+}  // namespace padkern
