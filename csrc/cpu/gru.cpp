@@ -65,13 +65,14 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
   const RaggedSchedule schedule = make_schedule(offsets, batch);
   const LinearGemm recurrent(w);  // h @ w_hh^T
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
-  at::Tensor projected_buffer = at::empty({batch, gates}, w.options());
-  scalar_t *h = h_buffer.data_ptr<scalar_t>(), *projected = projected_buffer.data_ptr<scalar_t>();
+  scalar_t *h = h_buffer.data_ptr<scalar_t>();
   gather_rows(h0, schedule.order, hidden, h);
 
   for (int64_t t = 0; t < schedule.steps; ++t) {
     const int64_t running = schedule.active[t];
-    recurrent.multiply(h_buffer.narrow(0, 0, running), 0.0, projected_buffer);
+    // Read in place: no copy of the step's [running, G] product.
+    const at::Tensor step_product = recurrent.product(h_buffer.narrow(0, 0, running));
+    const scalar_t* projected = step_product.data_ptr<scalar_t>();
     at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         const int64_t b = schedule.order[k];
