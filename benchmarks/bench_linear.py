@@ -43,7 +43,7 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
             "mask multiply + F.linear": lambda: F.linear(x * mask[..., None].to(dtype), weight, bias) * mask[..., None].to(dtype),
             "gather + F.linear + scatter": gather_scatter,
             "torch.nested + F.linear": nested,
-            "F.linear on packed rows (floor)": lambda: F.linear(packed, weight, bias),
+            "F.linear on packed rows": lambda: F.linear(packed, weight, bias),
             "padkern masked_linear": lambda: padkern.ops.masked_linear(x, lengths, weight, bias),
         }
         tokens = int(lengths.sum())

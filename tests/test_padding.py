@@ -162,3 +162,25 @@ def test_fuzz_pad_unpad(lengths, features, extra, batch_first):
         padded = padkern.ops.pad(values, offsets, total_length, 0.0, batch_first, backend=backend)
         assert torch.equal(padded, padded_by_slices(values, offsets, total_length, 0.0, batch_first)), backend
         assert torch.equal(padkern.ops.unpad(padded, offsets, batch_first, backend=backend), values), backend
+
+
+def test_row_offsets_past_int32(kernel_backend):
+    # A cheap probe of 64-bit addressing: two rows 2^31 + 32 bytes apart in an untouched
+    # 2 GiB byte buffer (pages are only touched where the rows are).
+    device, backend = kernel_backend
+    if device == "cpu" and backend == "triton":
+        pytest.skip("the interpreter copies whole storages")
+    try:
+        storage = torch.empty(2**31 + 64, dtype=torch.uint8, device=device)
+    except RuntimeError:
+        pytest.skip("needs 2 GiB")
+    values = storage.as_strided((2, 4), (2**31 + 32, 1))
+    values.copy_(torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]], dtype=torch.uint8))
+    offsets = torch.tensor([0, 1, 2], device=device)
+    padded = padkern.ops.pad(values, offsets, 1, backend=backend)
+    assert padded[:, 0].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    # And a padded input whose sequences lie 2^31 + 32 bytes apart.
+    far_padded = storage.as_strided((2, 1, 4), (2**31 + 32, 4, 1))
+    far_padded.copy_(torch.tensor([[[9, 8, 7, 6]], [[5, 4, 3, 2]]], dtype=torch.uint8))
+    back = padkern.ops.unpad(far_padded, offsets, backend=backend)
+    assert back.tolist() == [[9, 8, 7, 6], [5, 4, 3, 2]]
