@@ -1,7 +1,6 @@
 """padkern.nn.LSTM / GRU against torch.nn.LSTM / GRU on pack_padded_sequence
 (enforce_sorted=False), float64, outputs and every gradient."""
 import itertools
-import os
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import padkern
 from ragged_cases import EDGE_LENGTHS, offsets_of
 from rnn_cases import initial_states, layer_weights, make_values, per_sequence_reference, run_layer
 

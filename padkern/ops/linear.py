@@ -13,6 +13,7 @@ import torch
 from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import linear as reference
+from ._registration import register_family
 from ..reference.padding import offsets_from_lengths
 from ..reference.padding import unpad as gather_real_rows
 
@@ -94,14 +95,7 @@ def _register(grouped_op, outer_op):
     torch.library.register_autograd(outer_op, outer_backward, setup_context=outer_setup)
 
 
-torch.library.register_fake(_NATIVE[0], _grouped_linear_fake)
-torch.library.register_fake(_NATIVE[1], _ragged_outer_bmm_fake)
-_register(*_NATIVE)
-if _TRITON is not None:
-    if _backend.triton_interpreted():
-        _TRITON[0].register_fake(_grouped_linear_fake)
-        _TRITON[1].register_fake(_ragged_outer_bmm_fake)
-    _register(*_TRITON)
+register_family(_NATIVE, _TRITON, (_grouped_linear_fake, _ragged_outer_bmm_fake), _register)
 
 
 def _ops(backend: str):

@@ -12,6 +12,7 @@ import torch
 from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import padding as reference
+from ._registration import register_family
 
 _NATIVE = (torch.ops.padkern.pad.default, torch.ops.padkern.unpad.default)
 if TRITON_MISSING is None:
@@ -22,14 +23,12 @@ else:
     _TRITON = None
 
 
-@torch.library.register_fake("padkern::pad")
 def _pad_fake(values, offsets, total_length, padding_value, batch_first):
     batch = offsets.shape[0] - 1
     shape = (batch, total_length) if batch_first else (total_length, batch)
     return values.new_empty(shape + (values.shape[1],))
 
 
-@torch.library.register_fake("padkern::unpad")
 def _unpad_fake(padded, offsets, total_tokens, batch_first):
     return padded.new_empty((total_tokens, padded.shape[2]))
 
@@ -62,13 +61,7 @@ def _register_adjoint_pair(pad_op, unpad_op):
     torch.library.register_autograd(unpad_op, unpad_backward, setup_context=unpad_setup)
 
 
-_register_adjoint_pair(*_NATIVE)
-if _TRITON is not None:
-    _register_adjoint_pair(*_TRITON)
-    if _backend.triton_interpreted():
-        # Interpreted kernels run eagerly even on fake tensors; give shapes instead.
-        _TRITON[0].register_fake(_pad_fake)
-        _TRITON[1].register_fake(_unpad_fake)
+register_family(_NATIVE, _TRITON, (_pad_fake, _unpad_fake), _register_adjoint_pair)
 
 
 def _ops_for(backend: str):

@@ -16,6 +16,7 @@ from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import rnn as reference
 from ..reference.rnn import previous_rows
+from ._registration import register_family
 from . import linear  # noqa: F401  (registers grouped_linear's autograd, used for the input projection)
 
 
@@ -134,15 +135,7 @@ def _register_gru_autograd(forward_op, backward_op):
 
 _REGISTER_AUTOGRAD = {"lstm": _register_lstm_autograd, "gru": _register_gru_autograd}
 for _cell in ("lstm", "gru"):
-    torch.library.register_fake(_NATIVE[_cell][0], _FAKES[_cell][0])
-    torch.library.register_fake(_NATIVE[_cell][1], _FAKES[_cell][1])
-    _REGISTER_AUTOGRAD[_cell](*_NATIVE[_cell])
-    if _TRITON is not None:
-        if _backend.triton_interpreted():
-            # Interpreted kernels run eagerly even on fake tensors; give shapes instead.
-            _TRITON[_cell][0].register_fake(_FAKES[_cell][0])
-            _TRITON[_cell][1].register_fake(_FAKES[_cell][1])
-        _REGISTER_AUTOGRAD[_cell](*_TRITON[_cell])
+    register_family(_NATIVE[_cell], None if _TRITON is None else _TRITON[_cell], _FAKES[_cell], _REGISTER_AUTOGRAD[_cell])
 
 
 # ----- public functions -----------------------------------------------------------------

@@ -10,6 +10,7 @@ from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import linear as reference
 from ..reference.padding import token_coordinates
+from ._registration import register_family
 
 MODES = {"sum": 0, "mean": 1, "max": 2}
 
@@ -67,14 +68,7 @@ def _register(reduce_op, softmax_op):
     torch.library.register_autograd(softmax_op, softmax_backward, setup_context=softmax_setup)
 
 
-torch.library.register_fake(_NATIVE[0], _reduce_fake)
-torch.library.register_fake(_NATIVE[1], _softmax_fake)
-_register(*_NATIVE)
-if _TRITON is not None:
-    if _backend.triton_interpreted():
-        _TRITON[0].register_fake(_reduce_fake)
-        _TRITON[1].register_fake(_softmax_fake)
-    _register(*_TRITON)
+register_family(_NATIVE, _TRITON, (_reduce_fake, _softmax_fake), _register)
 
 
 def _prepare(values, offsets):
