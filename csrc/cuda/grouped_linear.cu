@@ -107,23 +107,15 @@ cudaError_t outer_bmm(const OuterBmmArgs& args, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_grouped_linear(ElementType type, const GroupedLinearArgs& args, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::Float32: return grouped_linear<float, float>(args, stream);
-    case ElementType::Float64: return grouped_linear<double, double>(args, stream);
-    case ElementType::Float16: return grouped_linear<__half, float>(args, stream);
-    case ElementType::BFloat16: return grouped_linear<__nv_bfloat16, float>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(type, [&](auto storage, auto accumulate) {
+    return grouped_linear<decltype(storage), decltype(accumulate)>(args, stream);
+  });
 }
 
 cudaError_t launch_ragged_outer_bmm(ElementType type, const OuterBmmArgs& args, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::Float32: return outer_bmm<float, float>(args, stream);
-    case ElementType::Float64: return outer_bmm<double, double>(args, stream);
-    case ElementType::Float16: return outer_bmm<__half, float>(args, stream);
-    case ElementType::BFloat16: return outer_bmm<__nv_bfloat16, float>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(type, [&](auto storage, auto accumulate) {
+    return outer_bmm<decltype(storage), decltype(accumulate)>(args, stream);
+  });
 }
 
 }  // namespace cuda

@@ -17,12 +17,8 @@ __global__ void __launch_bounds__(kMaxThreads) lstm_forward_kernel(LstmForwardAr
   A* h = reinterpret_cast<A*>(shared_raw);
   A* h_next = h + hidden;
   A* c = h_next + hidden;
-  const T* w = static_cast<const T*>(args.w_hh_t);
-  if (WeightsShared) {
-    T* w_shared = reinterpret_cast<T*>(c + hidden);
-    copy_to_shared(w_shared, w, hidden * gates);
-    w = w_shared;
-  }
+  const T* w = stage_weights<WeightsShared>(static_cast<const T*>(args.w_hh_t),
+                                           reinterpret_cast<T*>(c + hidden), hidden * gates);
   const T* h0 = static_cast<const T*>(args.h0) + b * hidden;
   const T* c0 = static_cast<const T*>(args.c0) + b * hidden;
   for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
@@ -86,12 +82,8 @@ __global__ void __launch_bounds__(kMaxThreads) lstm_backward_kernel(LstmBackward
   A* dh = reinterpret_cast<A*>(shared_raw);
   A* dc = dh + hidden;
   A* step_grad = dc + hidden;
-  const T* w = static_cast<const T*>(args.w_hh);
-  if (WeightsShared) {
-    T* w_shared = reinterpret_cast<T*>(step_grad + gates);
-    copy_to_shared(w_shared, w, hidden * gates);
-    w = w_shared;
-  }
+  const T* w = stage_weights<WeightsShared>(static_cast<const T*>(args.w_hh),
+                                           reinterpret_cast<T*>(step_grad + gates), hidden * gates);
   for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
     dh[j] = to_acc<A>(static_cast<const T*>(args.grad_h_n)[b * hidden + j]);
     dc[j] = to_acc<A>(static_cast<const T*>(args.grad_c_n)[b * hidden + j]);
@@ -139,50 +131,24 @@ __global__ void __launch_bounds__(kMaxThreads) lstm_backward_kernel(LstmBackward
   }
 }
 
-template <typename T, typename A>
-cudaError_t forward(const LstmForwardArgs& args, cudaStream_t stream) {
-  if (args.batch == 0 || args.hidden == 0) return cudaSuccess;
-  SharedPlan plan;
-  cudaError_t err = plan_shared(3 * args.hidden * sizeof(A), 4 * args.hidden * args.hidden * sizeof(T), &plan);
-  if (err != cudaSuccess) return err;
-  auto kernel = plan.weights_in_shared ? lstm_forward_kernel<T, A, true> : lstm_forward_kernel<T, A, false>;
-  if ((err = allow_shared(kernel, plan)) != cudaSuccess) return err;
-  kernel<<<static_cast<unsigned>(args.batch), threads_for(args.hidden), plan.bytes, stream>>>(args);
-  return cudaGetLastError();
-}
-
-template <typename T, typename A>
-cudaError_t backward(const LstmBackwardArgs& args, cudaStream_t stream) {
-  if (args.batch == 0 || args.hidden == 0) return cudaSuccess;
-  SharedPlan plan;
-  cudaError_t err = plan_shared(6 * args.hidden * sizeof(A), 4 * args.hidden * args.hidden * sizeof(T), &plan);
-  if (err != cudaSuccess) return err;
-  auto kernel = plan.weights_in_shared ? lstm_backward_kernel<T, A, true> : lstm_backward_kernel<T, A, false>;
-  if ((err = allow_shared(kernel, plan)) != cudaSuccess) return err;
-  kernel<<<static_cast<unsigned>(args.batch), threads_for(args.hidden), plan.bytes, stream>>>(args);
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 cudaError_t launch_lstm_forward(ElementType type, const LstmForwardArgs& args, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::Float32: return forward<float, float>(args, stream);
-    case ElementType::Float64: return forward<double, double>(args, stream);
-    case ElementType::Float16: return forward<__half, float>(args, stream);
-    case ElementType::BFloat16: return forward<__nv_bfloat16, float>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(type, [&](auto storage, auto accumulate) {
+    using T = decltype(storage);
+    using A = decltype(accumulate);
+    return launch_per_sequence(lstm_forward_kernel<T, A, true>, lstm_forward_kernel<T, A, false>, args,
+                               3 * args.hidden * sizeof(A), 4 * args.hidden * args.hidden * sizeof(T), stream);
+  });
 }
 
 cudaError_t launch_lstm_backward(ElementType type, const LstmBackwardArgs& args, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::Float32: return backward<float, float>(args, stream);
-    case ElementType::Float64: return backward<double, double>(args, stream);
-    case ElementType::Float16: return backward<__half, float>(args, stream);
-    case ElementType::BFloat16: return backward<__nv_bfloat16, float>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(type, [&](auto storage, auto accumulate) {
+    using T = decltype(storage);
+    using A = decltype(accumulate);
+    return launch_per_sequence(lstm_backward_kernel<T, A, true>, lstm_backward_kernel<T, A, false>, args,
+                               6 * args.hidden * sizeof(A), 4 * args.hidden * args.hidden * sizeof(T), stream);
+  });
 }
 
 }  // namespace cuda

@@ -78,10 +78,40 @@ cudaError_t allow_shared(Kernel kernel, const SharedPlan& plan) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.bytes));
 }
 
-// Copies `count` elements into shared memory cooperatively.
-template <typename T>
-__device__ __forceinline__ void copy_to_shared(T* shared, const T* global, int64_t count) {
+// The weights a recurrence reads every step: copied once into `shared` (the caller
+// synchronises before use) when they fit there, else read through L2 from `global`.
+template <bool InShared, typename T>
+__device__ __forceinline__ const T* stage_weights(const T* global, T* shared, int64_t count) {
+  if (!InShared) return global;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) shared[i] = global[i];
+  return shared;
+}
+
+// Calls launch(T{}, A{}) with the storage type T and accumulation type A of `type`.
+template <typename Launch>
+cudaError_t with_element_type(ElementType type, Launch&& launch) {
+  switch (type) {
+    case ElementType::Float32: return launch(float{}, float{});
+    case ElementType::Float64: return launch(double{}, double{});
+    case ElementType::Float16: return launch(__half{}, float{});
+    case ElementType::BFloat16: return launch(__nv_bfloat16{}, float{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+// One block per sequence, with `state_bytes` of shared state and the weights beside it
+// when they fit (`weights_in_shared`), else `weights_through_l2`.
+template <typename Args>
+cudaError_t launch_per_sequence(void (*weights_in_shared)(Args), void (*weights_through_l2)(Args), const Args& args,
+                                size_t state_bytes, size_t weight_bytes, cudaStream_t stream) {
+  if (args.batch == 0 || args.hidden == 0) return cudaSuccess;
+  SharedPlan plan;
+  cudaError_t err = plan_shared(state_bytes, weight_bytes, &plan);
+  if (err != cudaSuccess) return err;
+  auto kernel = plan.weights_in_shared ? weights_in_shared : weights_through_l2;
+  if ((err = allow_shared(kernel, plan)) != cudaSuccess) return err;
+  kernel<<<static_cast<unsigned>(args.batch), threads_for(args.hidden), plan.bytes, stream>>>(args);
+  return cudaGetLastError();
 }
 
 }  // namespace cuda

@@ -75,23 +75,15 @@ cudaError_t softmax(const SegmentArgs& args, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_segment_reduce(ElementType type, const SegmentArgs& args, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::Float32: return reduce<float, float>(args, stream);
-    case ElementType::Float64: return reduce<double, double>(args, stream);
-    case ElementType::Float16: return reduce<__half, float>(args, stream);
-    case ElementType::BFloat16: return reduce<__nv_bfloat16, float>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(type, [&](auto storage, auto accumulate) {
+    return reduce<decltype(storage), decltype(accumulate)>(args, stream);
+  });
 }
 
 cudaError_t launch_segment_softmax(ElementType type, const SegmentArgs& args, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::Float32: return softmax<float, float>(args, stream);
-    case ElementType::Float64: return softmax<double, double>(args, stream);
-    case ElementType::Float16: return softmax<__half, float>(args, stream);
-    case ElementType::BFloat16: return softmax<__nv_bfloat16, float>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(type, [&](auto storage, auto accumulate) {
+    return softmax<decltype(storage), decltype(accumulate)>(args, stream);
+  });
 }
 
 }  // namespace cuda
