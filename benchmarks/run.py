@@ -5,7 +5,7 @@ import importlib
 
 import torch
 
-BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear"]
+BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm"]
 
 
 def main() -> None:

@@ -109,14 +109,21 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
 
 at::Tensor ragged_outer_bmm_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets) {
   const int64_t batch = offsets.size(0) - 1;
-  at::Tensor out = at::zeros({batch, x.size(1), y.size(1)}, x.options());
+  at::Tensor out = at::empty({batch, x.size(1), y.size(1)}, x.options());
   const int64_t* offs = offsets.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t length = offs[b + 1] - offs[b];
-    if (length == 0) continue;
-    at::Tensor out_b = out.select(0, b);
-    at::mm_out(out_b, x.narrow(0, offs[b], length).t(), y.narrow(0, offs[b], length));
-  }
+  // One single-threaded GEMM per sequence, sequences in parallel.
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t length = offs[b + 1] - offs[b];
+      at::Tensor out_b = out.select(0, b);
+      if (length == 0) {
+        out_b.zero_();
+      } else {
+        at::mm_out(out_b, x.narrow(0, offs[b], length).t(), y.narrow(0, offs[b], length));
+      }
+    }
+  });
   return out;
 }
 
