@@ -40,3 +40,20 @@ def test_offsets_past_int32(backend):
     padded = padkern.ops.pad(values, offsets, 599, backend=backend)
     assert torch.equal(padded[1, 0], values[-1])
     assert torch.equal(Ragged.from_padded(padded, torch.tensor([599, 1]), backend=backend).values[-1], values[-1])
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_recurrence_index_past_int32(backend):
+    # gates_x [L, 4H] with L * 4H > 2^31: token * gates must be computed in 64 bits.
+    free, _ = torch.cuda.mem_get_info()
+    if free < 20 * 2**30:
+        pytest.skip("needs 20 GiB free")
+    batch, length, hidden = 2**20 + 1, 512, 1
+    offsets = torch.arange(batch + 1, device="cuda", dtype=torch.int64) * length
+    values = torch.zeros(batch * length, 1, device="cuda")
+    values[-length:] = torch.linspace(-1, 1, length, device="cuda")[:, None]  # the last sequence, past 2^31
+    weights = layer_weights("lstm", 1, hidden, dtype=torch.float32, device="cuda")
+    with torch.no_grad():
+        _, h_n, c_n = run_layer("lstm", values, offsets, weights, [], False, backend)
+        last = run_layer("lstm", values[-length:], offsets[:2], weights, [], False, backend)
+    assert torch.equal(h_n[-1], last[1][0]) and torch.equal(c_n[-1], last[2][0])

@@ -221,3 +221,35 @@ def test_every_output_element_written(device_backend):
         torch.utils.deterministic.fill_uninitialized_memory = previous[1]
     for out in outputs:
         assert not out.isnan().any()
+
+
+def test_deterministic(kernel_backend):
+    # No atomics anywhere: repeated runs are bitwise equal, forward and backward.
+    device, backend = kernel_backend
+    x, lens = padded_batch([30, 0, 64, 7], 24, dtype=torch.float32, device=device)
+    w, b = weights(20, 24, dtype=torch.float32, device=device)
+    runs = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        out = padkern.ops.masked_linear(leaves[0], lens, leaves[1], leaves[2], activation="silu", backend=backend)
+        pooled = padkern.ops.segment_softmax(out[0, :30], torch.tensor([0, 30], device=device), backend=backend)
+        runs.append([out, pooled, *torch.autograd.grad(out.sum() + pooled.square().sum(), leaves)])
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
+
+
+def test_row_offsets_past_int32(kernel_backend):
+    # A cheap probe of 64-bit addressing: two sequences 2^31 + 16 floats apart in an
+    # untouched 8 GiB buffer (only the rows read are ever touched).
+    device, backend = kernel_backend
+    if device == "cpu" and backend == "triton":
+        pytest.skip("the interpreter copies whole storages")
+    try:
+        storage = torch.empty(2**31 + 32, dtype=torch.float32, device=device)
+    except RuntimeError:
+        pytest.skip("needs 8 GiB of address space")
+    x = storage.as_strided((2, 1, 4), (2**31 + 16, 4, 1))
+    x.copy_(torch.arange(8, dtype=torch.float32).view(2, 1, 4))
+    w = torch.eye(4, device=device)
+    out = padkern.ops.masked_linear(x, torch.tensor([1, 1]), w, backend=backend)
+    assert out.flatten().tolist() == list(range(8))
