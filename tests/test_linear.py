@@ -180,6 +180,8 @@ def test_half_precision_within_twice_pytorch_error(dtype, backend):
     assert (ours.double() - truth).abs().max() <= 2 * (pytorch.double() - truth).abs().max() + 1e-6
 
 
+@pytest.mark.parametrize("op", ["masked_linear", "ragged_linear", "ragged_bmm", "ragged_outer_bmm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @settings(max_examples=20, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5),
@@ -187,18 +189,30 @@ def test_half_precision_within_twice_pytorch_error(dtype, backend):
     n=st.integers(1, 20),
     activation=st.sampled_from(ACTIVATIONS),
 )
-def test_fuzz_masked_linear_and_bmm(lengths, k, n, activation):
+def test_fuzz(op, dtype, lengths, k, n, activation):
     from conftest import DEVICE_BACKENDS
 
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     for device, backend in DEVICE_BACKENDS:
-        x, lens = padded_batch(lengths, k, device=device)
-        w, b = weights(n, k, device=device)
-        torch.testing.assert_close(padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend),
-                                   per_sequence_masked(x, lens, w, b, activation), rtol=1e-10, atol=1e-12)
-        values, offsets = random_ragged(lengths, (k,), dtype=torch.float64, device=device)
-        mats = torch.randn(len(lengths), k, n, dtype=torch.float64, device=device)
-        torch.testing.assert_close(padkern.ops.ragged_bmm(values, offsets, mats, backend=backend),
-                                   per_sequence_bmm(values, offsets, mats), rtol=1e-10, atol=1e-12)
+        x, lens = padded_batch(lengths, k, dtype=dtype, device=device)
+        values, offsets = random_ragged(lengths, (k,), dtype=dtype, device=device)
+        w, b = weights(n, k, dtype=dtype, device=device)
+        mats = torch.randn(len(lengths), k, n, dtype=torch.float64).to(dtype).to(device)
+        other = torch.randn(values.shape[0], n, dtype=torch.float64).to(dtype).to(device)
+        if op == "masked_linear":
+            ours = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
+            expected = per_sequence_masked(x, lens, w, b, activation)
+        elif op == "ragged_linear":
+            ours = padkern.ops.ragged_linear(values, w, b, offsets=offsets, activation=activation, backend=backend)
+            expected = ACT_FN[activation](F.linear(values, w, b))
+        elif op == "ragged_bmm":
+            ours = padkern.ops.ragged_bmm(values, offsets, mats, backend=backend)
+            expected = per_sequence_bmm(values, offsets, mats)
+        else:
+            ours = padkern.ops.ragged_outer_bmm(values, other, offsets, backend=backend)
+            pieces = zip(split(values, offsets), split(other, offsets))
+            expected = torch.stack([p.t() @ q for p, q in pieces])
+        torch.testing.assert_close(ours, expected, **tolerance)
 
 
 def test_every_output_element_written(device_backend):

@@ -146,6 +146,7 @@ def test_gradient_at_padding_is_exactly_zero(device_backend):
     assert torch.equal(x.grad[mask], torch.full_like(x.grad[mask], 3.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64])
 @settings(max_examples=20, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 9), min_size=1, max_size=8),
@@ -153,11 +154,11 @@ def test_gradient_at_padding_is_exactly_zero(device_backend):
     extra=st.integers(0, 3),
     batch_first=st.booleans(),
 )
-def test_fuzz_pad_unpad(lengths, features, extra, batch_first):
+def test_fuzz_pad_unpad(dtype, lengths, features, extra, batch_first):
     from conftest import DEVICE_BACKENDS
 
     for device, backend in DEVICE_BACKENDS:
-        values, offsets = random_ragged(lengths, (features,), device=device)
+        values, offsets = random_ragged(lengths, (features,), dtype=dtype, device=device)
         total_length = max(lengths) + extra
         padded = padkern.ops.pad(values, offsets, total_length, 0.0, batch_first, backend=backend)
         assert torch.equal(padded, padded_by_slices(values, offsets, total_length, 0.0, batch_first)), backend

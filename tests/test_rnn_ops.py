@@ -143,24 +143,26 @@ def test_deterministic(kernel_backend, cell):
         assert torch.equal(first, second)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @settings(max_examples=20, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5),
     input_size=st.integers(1, 5),
     hidden=st.integers(1, 9),
     reverse=st.booleans(),
-    cell=st.sampled_from(CELLS),
 )
-def test_fuzz_against_per_sequence(lengths, input_size, hidden, reverse, cell):
+def test_fuzz_against_per_sequence(cell, dtype, lengths, input_size, hidden, reverse):
     from conftest import DEVICE_BACKENDS
 
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-7, atol=1e-10)
     for device, backend in DEVICE_BACKENDS:
-        values, offsets = make_values(lengths, input_size, device=device)
-        weights = layer_weights(cell, input_size, hidden, device=device)
-        states = initial_states(cell, len(lengths), hidden, device=device)
+        values, offsets = make_values(lengths, input_size, dtype=dtype, device=device)
+        weights = layer_weights(cell, input_size, hidden, dtype=dtype, device=device)
+        states = initial_states(cell, len(lengths), hidden, dtype=dtype, device=device)
         ours = run_layer(cell, values, offsets, weights, states, reverse, backend)
         expected = per_sequence_reference(cell, values, offsets, weights, states, reverse)
-        assert_all_close(ours, expected, rtol=1e-7, atol=1e-10)
+        assert_all_close(ours, expected, **tolerance)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision kernels run on the GPU")

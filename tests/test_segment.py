@@ -45,13 +45,15 @@ def test_float32(kernel_backend, op):
     torch.testing.assert_close(out.double(), per_sequence(op, values, offsets), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @settings(max_examples=20, deadline=None)
-@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=6), features=st.integers(1, 9),
-       op=st.sampled_from(OPS))
-def test_fuzz(lengths, features, op):
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=6), features=st.integers(1, 9))
+def test_fuzz(op, dtype, lengths, features):
     from conftest import DEVICE_BACKENDS
 
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     for device, backend in DEVICE_BACKENDS:
-        values, offsets = random_ragged(lengths, (features,), dtype=torch.float64, device=device)
+        values, offsets = random_ragged(lengths, (features,), dtype=dtype, device=device)
         torch.testing.assert_close(getattr(padkern.ops, op)(values, offsets, backend=backend),
-                                   per_sequence(op, values, offsets), rtol=1e-10, atol=1e-12)
+                                   per_sequence(op, values, offsets), **tolerance)
