@@ -195,3 +195,16 @@ def test_ddp_two_processes_match_one(tmp_path):
     out.sum().backward()
     for distributed, local in zip(torch.load(result_file), single.parameters()):
         torch.testing.assert_close(distributed, local.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_compile_fullgraph_padded_input():
+    # A padded input's token count is data (the lengths); dynamo keeps it in the graph
+    # as an unbacked size when scalar outputs are captured.
+    torch._dynamo.reset()
+    model = padkern.nn.GRU(3, 4, batch_first=True, num_layers=2).double()
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    lengths = torch.tensor([5, 0, 2])
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        compiled = torch.compile(lambda x, lengths: model(x, lengths=lengths), fullgraph=True, backend="aot_eager")
+        actual = compiled(x, lengths)
+    torch.testing.assert_close(actual, model(x, lengths=lengths))
