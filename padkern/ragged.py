@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _validate
 from .ops import padding
-from .reference.padding import offsets_from_lengths
+from .reference.padding import offsets_from_lengths, token_count
 
 
 class Ragged(NamedTuple):
@@ -32,7 +32,7 @@ class Ragged(NamedTuple):
         batch, padded_length = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
         lengths = _validate.check_lengths(lengths, batch, padded_length)
         offsets = offsets_from_lengths(lengths)
-        total_tokens = int(offsets[-1]) if not torch.compiler.is_compiling() else offsets[-1].item()
+        total_tokens = token_count(offsets)
         offsets = offsets.to(x.device, non_blocking=True)
         values = padding.unpad(x, offsets, batch_first, total_tokens=total_tokens, backend=backend)
         return cls(values, offsets)

@@ -19,3 +19,8 @@ def register_family(native, triton, fakes, register_autograd) -> None:
         for op, fake in zip(triton, fakes):
             op.register_fake(fake)
     register_autograd(*triton)
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether a call must save what its backward needs (kernels skip those writes otherwise)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

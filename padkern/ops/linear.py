@@ -13,8 +13,8 @@ import torch
 from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import linear as reference
-from ._registration import register_family
-from ..reference.padding import offsets_from_lengths
+from ._registration import needs_grad, register_family
+from ..reference.padding import offsets_from_lengths, token_count
 from ..reference.padding import unpad as gather_real_rows
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "silu": 3}
@@ -116,9 +116,6 @@ def _check_weight(weight, bias, reference_tensor, in_features, name="weight"):
         _validate.check_shape(bias, (weight.shape[0],), "bias")
 
 
-def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
 
 def masked_linear(x, lengths_or_offsets, weight, bias=None, *, activation=None, batch_first=True,
                   backend: Optional[str] = None):
@@ -147,13 +144,13 @@ def masked_linear(x, lengths_or_offsets, weight, bias=None, *, activation=None, 
         lengths = lengths_or_offsets
     lengths = _validate.check_lengths(lengths, batch, padded_length, name="lengths_or_offsets")
     offsets = offsets_from_lengths(lengths)
-    total_tokens = int(offsets[-1]) if not torch.compiler.is_compiling() else offsets[-1].item()
+    total_tokens = token_count(offsets)
     offsets = offsets.to(x.device, non_blocking=True)
     name = _backend.resolve(backend, x.device)
     if name == "reference":
         out = reference.masked_linear(bx, lengths, weight, bias, activation)
     else:
-        save = _needs_grad(x, weight, bias)
+        save = needs_grad(x, weight, bias)
         out = _ops(name)[0](bx, offsets, weight, bias, act, save, total_tokens)[0]
     return out if batch_first else out.transpose(0, 1)
 
@@ -178,7 +175,7 @@ def ragged_linear(values, weight, bias=None, *, offsets=None, activation=None, b
     if name == "reference":
         out = reference.ragged_linear(values, weight, bias, activation)
     else:
-        out = _ops(name)[0](values, offsets, weight, bias, act, _needs_grad(values, weight, bias), values.shape[0])[0]
+        out = _ops(name)[0](values, offsets, weight, bias, act, needs_grad(values, weight, bias), values.shape[0])[0]
     return Ragged(out, ragged.offsets) if ragged is not None else out
 
 

@@ -16,7 +16,7 @@ from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import rnn as reference
 from ..reference.rnn import previous_rows
-from ._registration import register_family
+from ._registration import needs_grad, register_family
 from . import linear  # noqa: F401  (registers grouped_linear's autograd, used for the input projection)
 
 
@@ -174,9 +174,6 @@ def _input_projection(values, w_ih, bias, backend: str):
     return values @ w_ih.t() if bias is None else torch.addmm(bias, values, w_ih.t())
 
 
-def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
 
 def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, reverse=False,
          backend: Optional[str] = None) -> LSTMOutput:
@@ -197,7 +194,7 @@ def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
         return LSTMOutput(*reference.lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse))
     gates_x = _input_projection(values, w_ih, None if b_ih is None else b_ih + b_hh, name)
     forward_op = (_TRITON if name == "triton" else _NATIVE)["lstm"][0]
-    save = _needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    save = needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0, c0)
     output, h_n, c_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), h0.contiguous(), c0.contiguous(),
                                         reverse, save)
     return LSTMOutput(output, h_n, c_n)
@@ -217,6 +214,6 @@ def gru(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, reverse=F
     gates_x = _input_projection(values, w_ih, b_ih, name)
     b_hh = w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
     forward_op = (_TRITON if name == "triton" else _NATIVE)["gru"][0]
-    save = _needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0)
+    save = needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0)
     output, h_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), b_hh.contiguous(), h0.contiguous(), reverse, save)
     return GRUOutput(output, h_n)

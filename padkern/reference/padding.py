@@ -9,6 +9,12 @@ def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return offsets
 
 
+
+def token_count(offsets: torch.Tensor) -> int:
+    """L = offsets[-1] as a Python int (a host read); under torch.compile an unbacked size."""
+    return offsets[-1].item() if torch.compiler.is_compiling() else int(offsets[-1])
+
+
 def token_coordinates(offsets: torch.Tensor, total_tokens: int):
     """(sequence index, position in sequence) of each of the L tokens, int64 [L] each."""
     lengths = offsets[1:] - offsets[:-1]
