@@ -28,17 +28,6 @@ def native_ops_available(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("requires_grad", [False, True])
-@pytest.mark.parametrize("flavour", ["native", "triton"])
-def test_opcheck_padding(device, requires_grad, flavour):
-    if flavour == "native" and not native_ops_available(device):
-        pytest.skip("native extension not built")
-    for name, args in padding_samples(device, requires_grad):
-        op = getattr(torch.ops.padkern, name if flavour == "native" else f"{name}_triton")
-        torch.library.opcheck(op, args)
-
-
-@pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph(device):
     torch._dynamo.reset()
 
@@ -67,30 +56,20 @@ def recurrence_samples(device, requires_grad):
                 samples.append(("lstm_recurrence", (gates_x, offsets, w_hh, *states, reverse, requires_grad)))
             else:
                 samples.append(("gru_recurrence", (gates_x, offsets, w_hh, b_hh, *states, reverse, requires_grad)))
-    return samples
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("requires_grad", [False, True])
-@pytest.mark.parametrize("flavour", ["native", "triton"])
-def test_opcheck_recurrences(device, requires_grad, flavour):
-    if flavour == "native" and not native_ops_available(device):
-        pytest.skip("native extension not built")
-    for name, args in recurrence_samples(device, requires_grad):
-        op = getattr(torch.ops.padkern, name if flavour == "native" else f"{name}_triton")
-        torch.library.opcheck(op, args)
-        # The backward ops, on the saved tensors a forward produced.
-        outputs = op(*args[:-1], True)
-        grads = [torch.randn_like(t) for t in outputs[: 3 if name.startswith("lstm") else 2]]
-        backward = getattr(torch.ops.padkern, name.replace("recurrence", "recurrence_backward")
-                           + ("" if flavour == "native" else "_triton"))
-        if name.startswith("lstm"):
-            gates_x, offsets, w_hh, h0, c0, reverse = args[:6]
-            backward_args = (*grads, outputs[3], outputs[4], offsets, w_hh, c0, reverse)
+    # The backward ops, on the saved tensors a forward produced.
+    for name, args in list(samples):
+        detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        outputs = getattr(torch.ops.padkern, name)(*detached[:-1], True)
+        if name == "lstm_recurrence":
+            gates_x, offsets, w_hh, h0, c0, reverse = detached[:6]
+            grads = [torch.randn_like(t) for t in outputs[:3]]
+            samples.append(("lstm_recurrence_backward", (*grads, outputs[3], outputs[4], offsets, w_hh, c0, reverse)))
         else:
-            gates_x, offsets, w_hh, b_hh, h0, reverse = args[:6]
-            backward_args = (*grads, outputs[2], outputs[3], outputs[0], offsets, w_hh, h0, reverse)
-        torch.library.opcheck(backward, tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in backward_args))
+            gates_x, offsets, w_hh, b_hh, h0, reverse = detached[:6]
+            grads = [torch.randn_like(t) for t in outputs[:2]]
+            samples.append(("gru_recurrence_backward", (*grads, outputs[2], outputs[3], outputs[0], offsets, w_hh, h0,
+                                                        reverse)))
+    return samples
 
 
 def linear_samples(device, requires_grad):
@@ -117,17 +96,6 @@ def linear_samples(device, requires_grad):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("requires_grad", [False, True])
-@pytest.mark.parametrize("flavour", ["native", "triton"])
-def test_opcheck_linear_and_segment(device, requires_grad, flavour):
-    if flavour == "native" and not native_ops_available(device):
-        pytest.skip("native extension not built")
-    for name, args in linear_samples(device, requires_grad):
-        op = getattr(torch.ops.padkern, name if flavour == "native" else f"{name}_triton")
-        torch.library.opcheck(op, args)
-
-
-@pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph_feedforward(device):
     torch._dynamo.reset()
 
@@ -141,3 +109,16 @@ def test_compile_fullgraph_feedforward(device):
             torch.randn(2, 6, dtype=torch.float64, device=device)]
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(Ragged(values, offsets), *args), block(Ragged(values, offsets), *args))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("flavour", ["native", "triton"])
+@pytest.mark.parametrize("family", [padding_samples, recurrence_samples, linear_samples],
+                         ids=["padding", "recurrence", "linear_segment"])
+def test_opcheck(device, requires_grad, flavour, family):
+    if not native_ops_available(device):
+        pytest.skip("native extension not built (its ops make the recurrence samples)")
+    for name, args in family(device, requires_grad):
+        op = getattr(torch.ops.padkern, name if flavour == "native" else f"{name}_triton")
+        torch.library.opcheck(op, args)
