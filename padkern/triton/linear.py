@@ -56,7 +56,7 @@ def _grouped_linear_kernel(
     p_in, p_offsets, p_starts, p_w, p_bias, p_out, p_pre, B, N, K,
     stride_in_b, stride_in_t, stride_in_k, stride_out_b, stride_out_t, stride_wb, stride_wk, stride_wn,
     PADDED: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, SAVE: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     i_tile = tl.program_id(0)
     i_n = tl.program_id(1)
@@ -74,7 +74,7 @@ def _grouped_linear_kernel(
             row_out = (bos + o_m) * stride_out_t
         o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
         m_n = o_n < N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if p_in.dtype.element_ty == tl.float64 else tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
         p_w_b = p_w + i_b * stride_wb
         for k0 in range(0, K, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
@@ -97,6 +97,11 @@ def tile_starts(offsets: torch.Tensor, block_m: int) -> torch.Tensor:
     starts = offsets.new_zeros(offsets.shape[0])
     torch.cumsum(tiles, 0, out=starts[1:])
     return starts
+
+
+def accumulator(dtype: torch.dtype):
+    """fp64 accumulation for fp64 data, fp32 for the rest."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -132,14 +137,14 @@ def grouped_linear_triton(input: torch.Tensor, offsets: torch.Tensor, weight: to
             input, offsets, starts, weight, bias if bias is not None else out, out, pre, batch, features,
             input.shape[-1], *stride_in, input.stride(-1), *stride_out, stride_wb, stride_wk, stride_wn,
             PADDED=padded, HAS_BIAS=bias is not None, ACT=activation, SAVE=save,
-            PRECISION=_precision(input.dtype), BLOCK_M=BLOCK_M)
+            PRECISION=_precision(input.dtype), ACC=accumulator(input.dtype), BLOCK_M=BLOCK_M)
     return out, pre
 
 
 @triton.jit
 def _ragged_outer_bmm_kernel(
     p_x, p_y, p_offsets, p_out, M, N, stride_x, stride_y, stride_ob, stride_om,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
     i_m = tl.program_id(1)
@@ -150,7 +155,7 @@ def _ragged_outer_bmm_kernel(
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_m = o_m < M
     m_n = o_n < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if p_x.dtype.element_ty == tl.float64 else tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for t0 in range(bos, eos, BLOCK_T):
         o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         m_t = o_t < eos
@@ -171,5 +176,5 @@ def ragged_outer_bmm_triton(x: torch.Tensor, y: torch.Tensor, offsets: torch.Ten
         grid = (batch, triton.cdiv(rows, block), triton.cdiv(cols, block))
         wrap_triton(_ragged_outer_bmm_kernel)[grid](
             x, y, offsets, out, rows, cols, x.stride(0), y.stride(0), out.stride(0), out.stride(1),
-            PRECISION=_precision(x.dtype), BLOCK_M=block, BLOCK_N=block, BLOCK_T=32)
+            PRECISION=_precision(x.dtype), ACC=accumulator(x.dtype), BLOCK_M=block, BLOCK_N=block, BLOCK_T=32)
     return out

@@ -6,6 +6,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from .linear import accumulator
 from .registration import triton_kernel_op
 
 BLOCK_T = 32
@@ -14,7 +15,7 @@ BLOCK_T = 32
 @triton.jit
 def _segment_reduce_kernel(
     p_values, p_offsets, p_out, p_argmax, D,
-    MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
     i_d = tl.program_id(1)
@@ -22,17 +23,16 @@ def _segment_reduce_kernel(
     eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < D
-    acc_type = tl.float64 if p_values.dtype.element_ty == tl.float64 else tl.float32
     if MODE == 2:
-        best = tl.full((BLOCK_D,), float("-inf"), acc_type)
+        best = tl.full((BLOCK_D,), float("-inf"), ACC)
         best_row = tl.full((BLOCK_D,), -1, tl.int64)
     else:
-        best = tl.zeros((BLOCK_D,), acc_type)
+        best = tl.zeros((BLOCK_D,), ACC)
     for t0 in range(bos, eos, BLOCK_T):
         o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         m = (o_t < eos)[:, None] & m_d[None, :]
         if MODE == 2:
-            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(acc_type)
+            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
             chunk_best = tl.max(b_v, 0)
             chunk_row = tl.argmax(b_v, 0).to(tl.int64) + t0
             # Strictly larger only: the first row holding the maximum keeps it.
@@ -40,10 +40,10 @@ def _segment_reduce_kernel(
             best = tl.where(take, chunk_best, best)
             best_row = tl.where(take, chunk_row, best_row)
         else:
-            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(acc_type)
+            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(ACC)
             best += tl.sum(b_v, 0)
     if MODE == 1:
-        best = best / tl.maximum(eos - bos, 1).to(acc_type)
+        best = best / tl.maximum(eos - bos, 1).to(ACC)
     if MODE == 2:
         best = tl.where(eos > bos, best, 0.0)
         tl.store(p_argmax + i_b * D + o_d, best_row, mask=m_d)
@@ -51,21 +51,20 @@ def _segment_reduce_kernel(
 
 
 @triton.jit
-def _segment_softmax_kernel(p_values, p_offsets, p_out, D, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _segment_softmax_kernel(p_values, p_offsets, p_out, D, ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     i_b = tl.program_id(0).to(tl.int64)
     i_d = tl.program_id(1)
     bos = tl.load(p_offsets + i_b).to(tl.int64)
     eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < D
-    acc_type = tl.float64 if p_values.dtype.element_ty == tl.float64 else tl.float32
-    peak = tl.full((BLOCK_D,), float("-inf"), acc_type)
-    total = tl.zeros((BLOCK_D,), acc_type)
+    peak = tl.full((BLOCK_D,), float("-inf"), ACC)
+    total = tl.zeros((BLOCK_D,), ACC)
     # One pass for max and sum, rescaling the running sum when the max grows.
     for t0 in range(bos, eos, BLOCK_T):
         o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         m = (o_t < eos)[:, None] & m_d[None, :]
-        b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(acc_type)
+        b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
         new_peak = tl.maximum(peak, tl.max(b_v, 0))
         safe_peak = tl.where(new_peak == float("-inf"), 0.0, new_peak)
         total = total * tl.exp(peak - safe_peak) + tl.sum(tl.exp(b_v - safe_peak[None, :]), 0)
@@ -73,7 +72,7 @@ def _segment_softmax_kernel(p_values, p_offsets, p_out, D, BLOCK_T: tl.constexpr
     for t0 in range(bos, eos, BLOCK_T):
         o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         m = (o_t < eos)[:, None] & m_d[None, :]
-        b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(acc_type)
+        b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(ACC)
         b_y = tl.exp(b_v - peak[None, :]) / total[None, :]
         tl.store(p_out + o_t[:, None] * D + o_d[None, :], b_y.to(p_out.dtype.element_ty), mask=m)
 
@@ -91,7 +90,7 @@ def segment_reduce_triton(values: torch.Tensor, offsets: torch.Tensor, mode: int
         block_d = _block_d(features)
         wrap_triton(_segment_reduce_kernel)[(batch, triton.cdiv(features, block_d))](
             values, offsets, out, argmax if mode == 2 else out, features,
-            MODE=mode, BLOCK_T=BLOCK_T, BLOCK_D=block_d)
+            MODE=mode, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T, BLOCK_D=block_d)
     return out, argmax
 
 
@@ -102,5 +101,5 @@ def segment_softmax_triton(values: torch.Tensor, offsets: torch.Tensor) -> torch
     if values.numel() > 0:
         block_d = _block_d(features)
         wrap_triton(_segment_softmax_kernel)[(batch, triton.cdiv(features, block_d))](
-            values, offsets, out, features, BLOCK_T=BLOCK_T, BLOCK_D=block_d)
+            values, offsets, out, features, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T, BLOCK_D=block_d)
     return out
