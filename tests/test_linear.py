@@ -267,3 +267,18 @@ def test_row_offsets_past_int32(kernel_backend):
     w = torch.eye(4, device=device)
     out = padkern.ops.masked_linear(x, torch.tensor([1, 1]), w, backend=backend)
     assert out.flatten().tolist() == list(range(8))
+
+
+def test_non_contiguous_output_gradient(kernel_backend):
+    device, backend = kernel_backend
+    x, lens = padded_batch([5, 0, 9, 2], 6, device=device)
+    w, b = weights(7, 6, device=device)
+    # A gradient laid out [N, B, T] and viewed as [B, T, N]: no unit stride on the last dimension.
+    grad = torch.randn(7, x.shape[0], x.shape[1], dtype=torch.float64, device=device).permute(1, 2, 0)
+    results = []
+    for name in ("reference", backend):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        out = padkern.ops.masked_linear(leaves[0], lens, leaves[1], leaves[2], activation="gelu", backend=name)
+        results.append(torch.autograd.grad(out, leaves, grad_outputs=grad))
+    for actual, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)

@@ -183,3 +183,16 @@ def test_half_precision_within_twice_pytorch_error(cell, dtype, backend):
         our_error = (mine.double() - truth).abs().max().item()
         their_error = (theirs.double() - truth).abs().max().item()
         assert our_error <= 2 * their_error + 1e-6, (our_error, their_error)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_non_contiguous_output_gradient(kernel_backend, cell):
+    device, backend = kernel_backend
+    values, offsets = make_values([4, 0, 6], 3, device=device)
+    weights = [w.requires_grad_() for w in layer_weights(cell, 3, 5, device=device)]
+    grad = torch.randn(5, 10, dtype=torch.float64, device=device).t()  # [L, H], column-major
+    results = []
+    for name in ("reference", backend):
+        output = run_layer(cell, values, offsets, weights, [], False, name)[0]
+        results.append(torch.autograd.grad(output, weights, grad_outputs=grad))
+    assert_all_close(results[1], results[0], rtol=1e-7, atol=1e-10)
