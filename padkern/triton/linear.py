@@ -32,8 +32,9 @@ def _activate(z, ACT: tl.constexpr):
 @triton.jit
 def _find_sequence(p_starts, B, i_tile):
     """The largest b with p_starts[b] <= i_tile (zero-tile sequences are skipped)."""
-    lo = 0
-    hi = B - 1
+    # Both bounds int64 from the start: a loop-carried variable must keep its type.
+    lo = (B * 0).to(tl.int64)
+    hi = (B - 1).to(tl.int64)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if tl.load(p_starts + mid) <= i_tile:
