@@ -7,25 +7,26 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PADKERN_CUDA_ARCHS="${PADKERN_CUDA_ARCHS:-90}"
 export MAX_JOBS="${MAX_JOBS:-16}"
+PY="${PYTHON:-python3}"
 status=0
 step() { echo; echo "=== $* ==="; }
 
 step build
-python -m pip install -q --no-build-isolation --no-deps -e . || exit 1
-python -c "import torch, padkern._extension as e; print(torch.__version__, torch.cuda.get_device_name(), 'cuda ext:', e.CUDA_MISSING or 'ok')"
+"$PY" -m pip install -q --no-build-isolation --no-deps -e . || exit 1
+"$PY" -c "import torch, padkern._extension as e; print(torch.__version__, torch.cuda.get_device_name(), 'cuda ext:', e.CUDA_MISSING or 'ok')"
 
 step "GPU tests"
-python -m pytest -q -x tests -k "cuda or gpu or half" -p no:cacheprovider || status=1
+"$PY" -m pytest -q --maxfail=20 tests -k "cuda or gpu or half" -p no:cacheprovider || status=1
 
 step "compute-sanitizer memcheck (cuda kernels)"
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_linear.py tests/test_segment.py \
+  "$PY" -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_linear.py tests/test_segment.py \
   tests/test_gpu.py -k "cuda-cuda or stream" \
   -p no:cacheprovider || status=1
 
 step benchmarks
-python -m benchmarks.run --rounds 20 --quick || status=1
+"$PY" -m benchmarks.run --rounds 20 --quick || status=1
 
 step summary
-python -m benchmarks.summary
+"$PY" -m benchmarks.summary
 exit $status
