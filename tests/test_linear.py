@@ -282,3 +282,14 @@ def test_non_contiguous_output_gradient(kernel_backend):
         results.append(torch.autograd.grad(out, leaves, grad_outputs=grad))
     for actual, expected in zip(results[1], results[0]):
         torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_gradgradcheck(device_backend, activation):
+    # Backward is built from registered ops and PyTorch ops, so it is differentiable again.
+    device, backend = device_backend
+    x, lens = padded_batch([2, 0, 3], 3, device=device)
+    w, b = weights(4, 3, device=device)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    torch.autograd.gradgradcheck(lambda x, w, b: padkern.ops.masked_linear(x, lens, w, b, activation=activation,
+                                                                             backend=backend), leaves)

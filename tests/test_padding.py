@@ -185,3 +185,11 @@ def test_row_offsets_past_int32(kernel_backend):
     far_padded.copy_(torch.tensor([[[9, 8, 7, 6]], [[5, 4, 3, 2]]], dtype=torch.uint8))
     back = padkern.ops.unpad(far_padded, offsets, backend=backend)
     assert back.tolist() == [[9, 8, 7, 6], [5, 4, 3, 2]]
+
+
+def test_gradgradcheck(device_backend):
+    # Each op's backward is the other op, so second derivatives come for free.
+    device, backend = device_backend
+    values, offsets = random_ragged([2, 0, 3], (2,), dtype=torch.float64, device=device)
+    values.requires_grad_(True)
+    torch.autograd.gradgradcheck(lambda v: padkern.ops.pad(v, offsets, 4, 0.0, True, backend=backend), (values,))

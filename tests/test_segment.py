@@ -57,3 +57,11 @@ def test_fuzz(op, dtype, lengths, features):
         values, offsets = random_ragged(lengths, (features,), dtype=dtype, device=device)
         torch.testing.assert_close(getattr(padkern.ops, op)(values, offsets, backend=backend),
                                    per_sequence(op, values, offsets), **tolerance)
+
+
+@pytest.mark.parametrize("op", ["segment_mean", "segment_softmax"])
+def test_gradgradcheck(device_backend, op):
+    device, backend = device_backend
+    values, offsets = random_ragged([3, 0, 4], (2,), dtype=torch.float64, device=device)
+    values.requires_grad_()
+    torch.autograd.gradgradcheck(lambda v: getattr(padkern.ops, op)(v, offsets, backend=backend), (values,))

@@ -60,9 +60,13 @@ def _register(grouped_op, outer_op):
         ctx.save_for_backward(input, offsets, weight, preactivation)
         ctx.activation, ctx.has_bias, ctx.total_tokens = activation, bias is not None, total_tokens
 
-    def grouped_backward(ctx, grad_out, _grad_preactivation):
+    def grouped_backward(ctx, grad_out, grad_preactivation):
         input, offsets, weight, preactivation = ctx.saved_tensors
         grad_z = activation_backward(grad_out, preactivation, ctx.activation)
+        # The pre-activation is an output too (backward reads it): a gradient reaching it,
+        # as in double backward, joins here.
+        if grad_preactivation is not None and grad_preactivation.shape == grad_z.shape:
+            grad_z = grad_z + grad_preactivation
         padded = input.dim() == 3
         input_weight = weight.t() if weight.dim() == 2 else weight.transpose(1, 2)
         grad_input = grouped_op(grad_z, offsets, input_weight, None, 0, False, ctx.total_tokens)[0]
