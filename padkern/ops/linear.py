@@ -55,17 +55,18 @@ def activation_backward(grad, preactivation, activation: int):
 
 def _register(grouped_op, outer_op):
     def grouped_setup(ctx, inputs, output):
-        input, offsets, weight, bias, activation, _, total_tokens = inputs
+        input, offsets, weight, bias, activation, save_preactivation, total_tokens = inputs
         out, preactivation = output
         ctx.save_for_backward(input, offsets, weight, preactivation)
         ctx.activation, ctx.has_bias, ctx.total_tokens = activation, bias is not None, total_tokens
+        ctx.saved_preactivation = save_preactivation and activation != 0
 
     def grouped_backward(ctx, grad_out, grad_preactivation):
         input, offsets, weight, preactivation = ctx.saved_tensors
         grad_z = activation_backward(grad_out, preactivation, ctx.activation)
         # The pre-activation is an output too (backward reads it): a gradient reaching it,
         # as in double backward, joins here.
-        if grad_preactivation is not None and grad_preactivation.shape == grad_z.shape:
+        if grad_preactivation is not None and ctx.saved_preactivation:
             grad_z = grad_z + grad_preactivation
         padded = input.dim() == 3
         input_weight = weight.t() if weight.dim() == 2 else weight.transpose(1, 2)
