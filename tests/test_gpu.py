@@ -56,4 +56,5 @@ def test_recurrence_index_past_int32(backend):
     with torch.no_grad():
         _, h_n, c_n = run_layer("lstm", values, offsets, weights, [], False, backend)
         last = run_layer("lstm", values[-length:], offsets[:2], weights, [], False, backend)
-    assert torch.equal(h_n[-1], last[1][0]) and torch.equal(c_n[-1], last[2][0])
+    # The input projection may round differently for 2^29 rows than for 512: compare closely.
+    torch.testing.assert_close((h_n[-1], c_n[-1]), (last[1][0], last[2][0]), rtol=1e-6, atol=1e-7)
