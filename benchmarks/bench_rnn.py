@@ -11,7 +11,7 @@ from .harness import Report, interleaved_medians, matmul_rate
 
 # (cell, batch, padded length, hidden, real fraction); input size = hidden.
 CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("lstm", 32, 128, 128, 0.25),
-             ("lstm", 32, 128, 128, 0.75)]
+             ("lstm", 32, 128, 128, 0.75), ("lstm", 8, 256, 512, 0.5), ("lstm", 256, 64, 256, 0.25)]
 CASES_GPU = [(cell, batch, 256, hidden, fraction) for cell in ("lstm", "gru") for hidden in (128, 256, 512, 1024)
              for batch in (8, 32, 128, 256) for fraction in (0.25, 0.5, 0.75)
              if not (hidden == 1024 and batch == 256)]
