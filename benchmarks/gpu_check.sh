@@ -24,6 +24,13 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 240 compute-sanitizer --tool memcheck -
   tests/test_gpu.py -k "cuda-cuda or stream" \
   -p no:cacheprovider || status=1
 
+step "compute-sanitizer racecheck and synccheck (shared-memory kernels, a few cases)"
+for tool in racecheck synccheck; do
+  timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    "$PY" -m pytest -q -x tests/test_rnn_ops.py tests/test_linear.py \
+    -k "cuda-cuda and (mixed_unsorted or ragged_bmm_and_outer)" -p no:cacheprovider || status=1
+done
+
 step benchmarks
 "$PY" -m benchmarks.run --rounds 20 --quick || status=1
 
