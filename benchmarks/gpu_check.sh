@@ -19,14 +19,14 @@ step "GPU tests"
 "$PY" -m pytest -q --maxfail=20 tests -k "cuda or gpu or half" -p no:cacheprovider || status=1
 
 step "compute-sanitizer memcheck (cuda kernels)"
-PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
   "$PY" -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_linear.py tests/test_segment.py \
   tests/test_gpu.py -k "cuda-cuda or stream" \
   -p no:cacheprovider || status=1
 
 step "compute-sanitizer racecheck and synccheck (shared-memory kernels, a few cases)"
 for tool in racecheck synccheck; do
-  timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+  timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 9 \
     "$PY" -m pytest -q -x tests/test_rnn_ops.py tests/test_linear.py \
     -k "cuda-cuda and (mixed_unsorted or ragged_bmm_and_outer)" -p no:cacheprovider || status=1
 done
