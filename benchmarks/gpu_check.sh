@@ -15,6 +15,9 @@ step build
 "$PY" -m pip install -q --no-build-isolation --no-deps -e . || exit 1
 "$PY" -c "import torch, padkern._extension as e; print(torch.__version__, torch.cuda.get_device_name(), 'cuda ext:', e.CUDA_MISSING or 'ok')"
 
+# Tests: one Triton config per kernel (autotuning every test shape would cost minutes).
+export PADKERN_TRITON_AUTOTUNE=0
+
 step "GPU tests"
 "$PY" -m pytest -q --maxfail=20 tests -k "cuda or gpu or half" -p no:cacheprovider || status=1
 
@@ -32,6 +35,7 @@ for tool in racecheck synccheck; do
 done
 
 step benchmarks
+export PADKERN_TRITON_AUTOTUNE=1
 "$PY" -m benchmarks.run --rounds 20 --quick || status=1
 
 step summary
