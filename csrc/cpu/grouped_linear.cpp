@@ -51,7 +51,7 @@ void apply_epilogue(int64_t activation, scalar_t* out, scalar_t* preactivation, 
 }
 
 // Per sequence, in one task: zero its padded rows, GEMM its real rows (a single-threaded
-// BLAS call inside the parallel region), then the epilogue while the rows are in cache.
+// GEMM inside the parallel region), then the epilogue while the rows are in cache.
 std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, const at::Tensor& offsets,
                                                       const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                       int64_t activation, bool save_preactivation,

@@ -1,5 +1,5 @@
 // CPU kernels of padkern::gru_recurrence / gru_recurrence_backward; same schedule as
-// the LSTM (csrc/cpu/lstm.cpp): one BLAS call per step on the running sequences,
+// the LSTM (csrc/cpu/lstm.cpp): one GEMM per step on the running sequences,
 // then a fused gate loop reading and writing the ragged buffers in place.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

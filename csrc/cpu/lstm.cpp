@@ -1,7 +1,8 @@
 // CPU kernels of padkern::lstm_recurrence / lstm_recurrence_backward: per step one
-// BLAS call on the running sequences' state, then a fused gate loop over them that
-// reads each sequence's precomputed input gates at its own token and writes the
-// output row in place. All buffers are allocated once per call.
+// GEMM (csrc/cpu/linear_gemm.h) on the running sequences' state, then a fused gate
+// loop over them that reads each sequence's precomputed input gates at its own token
+// and writes the output row in place. State buffers are allocated once per call; a
+// step's GEMM product is the only per-step allocation, read in place.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
