@@ -63,12 +63,15 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   shape.back() = features;
   const bool one_gemm = !padded && weight.dim() == 2;  // all L rows share one weight
   const std::optional<LinearGemm> shared = weight.dim() == 2 ? std::optional<LinearGemm>(weight) : std::nullopt;
-  at::Tensor out = one_gemm ? shared->product(input) : at::empty(shape, input.options());
+  // Without an activation the bias rides in the GEMM and no epilogue pass is needed.
+  const bool bias_in_gemm = bias.has_value() && activation == kIdentity && shared.has_value();
+  const std::optional<at::Tensor> gemm_bias = bias_in_gemm ? bias : std::nullopt;
+  at::Tensor out = one_gemm ? shared->product(input, gemm_bias) : at::empty(shape, input.options());
   const bool save = save_preactivation && activation != kIdentity;
   at::Tensor preactivation = save ? at::empty(shape, input.options()) : at::empty({0}, input.options());
   const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t* offs = offsets.data_ptr<int64_t>();
-  const bool needs_epilogue = activation != kIdentity || bias.has_value();
+  const bool needs_epilogue = activation != kIdentity || (bias.has_value() && !bias_in_gemm);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
     const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
@@ -92,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
           at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
           const at::Tensor rows_in = sequence_rows(input, padded, b, offs[b], length);
           if (shared.has_value()) {
-            shared->multiply(rows_in, 0.0, rows_out);
+            rows_out.copy_(shared->product(rows_in, gemm_bias));
           } else {
             at::mm_out(rows_out, rows_in, weight.select(0, b));
           }

@@ -27,12 +27,13 @@ class LinearGemm {
     }
   }
 
-  // A fresh [rows, N] tensor.
-  at::Tensor product(const at::Tensor& rows) const {
-    if (linear_.has_value() && rows.size(0) * weight_.size(0) * weight_.size(1) >= kOneDnnMinimumMacs) {
-      return linear_->call(rows.contiguous(), weight_, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+  // A fresh [rows, N] tensor: rows @ weight^T (+ bias [N], fused into the GEMM).
+  at::Tensor product(const at::Tensor& rows, const std::optional<at::Tensor>& bias = std::nullopt) const {
+    if (uses_onednn(rows.size(0))) {
+      return linear_->call(rows.contiguous(), weight_, bias, "none", c10::List<std::optional<at::Scalar>>(),
+                           std::nullopt);
     }
-    return at::mm(rows, weight_.t());
+    return bias.has_value() ? at::addmm(*bias, rows, weight_.t()) : at::mm(rows, weight_.t());
   }
 
   // out[:n] = beta * out[:n] + rows @ weight^T  (n = rows.size(0); out may be a view).
@@ -40,7 +41,7 @@ class LinearGemm {
     const int64_t count = rows.size(0);
     if (count == 0) return;
     at::Tensor target = out.narrow(0, 0, count);
-    if (linear_.has_value() && count * weight_.size(0) * weight_.size(1) >= kOneDnnMinimumMacs) {
+    if (uses_onednn(count)) {
       beta == 0.0 ? target.copy_(product(rows)) : target.add_(product(rows));
     } else if (beta == 0.0) {
       at::mm_out(target, rows, weight_.t());
@@ -56,6 +57,10 @@ class LinearGemm {
   using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                                      c10::string_view, c10::List<std::optional<at::Scalar>>,
                                      std::optional<c10::string_view>);
+  bool uses_onednn(int64_t rows) const {
+    return linear_.has_value() && rows * weight_.size(0) * weight_.size(1) >= kOneDnnMinimumMacs;
+  }
+
   at::Tensor weight_;
   std::optional<c10::TypedOperatorHandle<LinearSignature>> linear_;
 };
