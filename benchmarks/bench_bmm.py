@@ -34,6 +34,8 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
             "loop of torch.mm": lambda: torch.cat([ragged.values[bounds[b]:bounds[b + 1]] @ weights[b]
                                                    for b in range(batch)]),
             "padkern ragged_bmm": lambda: padkern.ops.ragged_bmm(ragged.values, ragged.offsets, weights),
+            **({"padkern ragged_bmm (triton)": lambda: padkern.ops.ragged_bmm(
+                ragged.values, ragged.offsets, weights, backend="triton")} if device.type == "cuda" else {}),
         }, device, rounds)
         report.add({"case": case, "op": "ragged_bmm"}, bmm, "pad + torch.bmm + unpad", 2 * tokens * k * n / rate)
         other_padded_ragged = Ragged(other, ragged.offsets)

@@ -46,6 +46,9 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
             "F.linear on packed rows": lambda: F.linear(packed, weight, bias),
             "padkern masked_linear": lambda: padkern.ops.masked_linear(x, lengths, weight, bias),
         }
+        if device.type == "cuda":
+            candidates["padkern masked_linear (triton)"] = \
+                lambda: padkern.ops.masked_linear(x, lengths, weight, bias, backend="triton")
         tokens = int(lengths.sum())
         case = f"B{batch} T{padded_length} K{k} N{n} {int(fraction * 100)}%"
         with torch.no_grad():

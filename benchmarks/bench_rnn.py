@@ -52,6 +52,12 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
         ragged = Ragged.from_padded(x.detach(), lengths)
         ragged_leaf = ragged.values.requires_grad_()
         candidates["padkern ragged"] = lambda: ours(Ragged(ragged_leaf, ragged.offsets))[0].values
+        if device.type == "cuda":
+            # Both GPU backends, so the faster can become the default.
+            triton_module = ours_cls(hidden, hidden, batch_first=True, backend="triton").to(device)
+            triton_module.load_state_dict(reference.state_dict())
+            candidates["padkern ragged (triton)"] = \
+                lambda: triton_module(Ragged(ragged_leaf, ragged.offsets))[0].values
         case = f"{cell} B{batch} T{padded_length} H{hidden} {int(fraction * 100)}%"
         with torch.no_grad():
             report.add({"case": case, "pass": "forward"}, interleaved_medians(candidates, device, rounds),
