@@ -1,4 +1,6 @@
-"""Ragged shapes every op is tested on (TESTING.md's fixed edge cases)."""
+"""Ragged shapes every op is tested on (TESTING.md's fixed edge cases), and helpers."""
+import contextlib
+
 import torch
 
 EDGE_LENGTHS = {
@@ -33,3 +35,17 @@ def split(values, offsets):
     """The per-sequence slices: the reference that needs no padkern code."""
     bounds = offsets.tolist()
     return [values[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+
+
+@contextlib.contextmanager
+def nan_filled_allocations():
+    """Fresh allocations come filled with NaN (deterministic mode's fill), so an output
+    element a kernel never writes stays NaN."""
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]

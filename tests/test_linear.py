@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import padkern
 from padkern import Ragged
-from ragged_cases import EDGE_LENGTHS, offsets_of, random_ragged, split
+from ragged_cases import EDGE_LENGTHS, nan_filled_allocations, offsets_of, random_ragged, split
 
 ACTIVATIONS = [None, "relu", "gelu", "silu"]
 ACT_FN = {None: lambda z: z, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -222,17 +222,11 @@ def test_every_output_element_written(device_backend):
     values, offsets = random_ragged([3, 0, 70, 5], (8,), dtype=torch.float64, device=device)
     w, b = weights(9, 8, device=device)
     mats = torch.randn(4, 8, 9, dtype=torch.float64, device=device)
-    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
+    with nan_filled_allocations():
         outputs = [padkern.ops.masked_linear(x, lens, w, b, activation="relu", backend=backend),
                    padkern.ops.ragged_linear(values, w, b, offsets=offsets, backend=backend),
                    padkern.ops.ragged_bmm(values, offsets, mats, backend=backend),
                    padkern.ops.ragged_outer_bmm(values, values, offsets, backend=backend)]
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
     for out in outputs:
         assert not out.isnan().any()
 

@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 
 import padkern
 from padkern import Ragged
-from ragged_cases import EDGE_LENGTHS, offsets_of, random_ragged, split
+from ragged_cases import EDGE_LENGTHS, nan_filled_allocations, offsets_of, random_ragged, split
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64]
 
@@ -52,15 +52,9 @@ def test_every_output_element_written(device_backend):
     # skipped would survive as NaN.
     device, backend = device_backend
     values, offsets = random_ragged([3, 0, 5], (4,), device=device)
-    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
+    with nan_filled_allocations():
         padded = padkern.ops.pad(values, offsets, 6, 0.0, backend=backend)
         back = padkern.ops.unpad(padded, offsets, backend=backend)
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
     assert not padded.isnan().any() and not back.isnan().any()
 
 
