@@ -45,7 +45,8 @@ _lib.define(
 # the epilogue. Returns the output in the input's layout (padded rows exactly zero) and,
 # when save_preactivation and an activation is set, the pre-activation (else empty [0]).
 # total_tokens (L = offsets[-1]) lets backward gather a padded input's real rows without
-# reading the offsets on the host.
+# reading the offsets on the host; -1 when L is known only on the device (backward then
+# masks the padded rows instead, so no call synchronises).
 _lib.define(
     "grouped_linear(Tensor input, Tensor offsets, Tensor weight, Tensor? bias, int activation, "
     "bool save_preactivation, SymInt total_tokens) -> (Tensor, Tensor)"

@@ -28,13 +28,26 @@ def contents_checked(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu" or _debug[0]
 
 
+def dense(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with row-major strides, as every kernel reading by pointer assumes.
+
+    ``.contiguous()`` alone is not enough: on a zero-element tensor it is a no-op whatever
+    the strides (``torch.ones(()).expand(2, 0, 4)`` keeps stride 0). A zero-element clone
+    is free and stays in the autograd graph.
+    """
+    if tensor.numel() == 0:
+        return tensor.clone(memory_format=torch.contiguous_format)
+    return tensor.contiguous()
+
+
 def check_tensor(tensor, name: str) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
 
 
-def check_offsets(offsets, total_rows: int, device: torch.device, name: str = "offsets") -> torch.Tensor:
-    """Validate ``offsets`` against a values tensor of ``total_rows`` rows; returns int64 offsets."""
+def check_offsets(offsets, total_rows, device: torch.device, name: str = "offsets") -> torch.Tensor:
+    """Validate ``offsets`` against a values tensor of ``total_rows`` rows (None: any L);
+    returns contiguous int64 offsets."""
     check_tensor(offsets, name)
     if offsets.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{name} must be int64 or int32, got {offsets.dtype}")
@@ -50,10 +63,10 @@ def check_offsets(offsets, total_rows: int, device: torch.device, name: str = "o
             raise ValueError(
                 f"{name} must be non-decreasing, but {name}[{i + 1}]={int(offsets[i + 1])} < {name}[{i}]={int(offsets[i])}"
             )
-        if int(offsets[-1]) != total_rows:
+        if total_rows is not None and int(offsets[-1]) != total_rows:
             raise ValueError(f"{name}[-1] must equal the number of value rows {total_rows}, got {int(offsets[-1])}")
-    # A B+1 element conversion: kernels index with int64 only.
-    return offsets.to(torch.int64)
+    # A B+1 element conversion: kernels index with int64 only, through a unit stride.
+    return dense(offsets.to(torch.int64))
 
 
 def check_lengths(lengths, batch: int, padded_length: int, name: str = "lengths") -> torch.Tensor:
@@ -71,7 +84,7 @@ def check_lengths(lengths, batch: int, padded_length: int, name: str = "lengths"
             raise ValueError(f"{name} must be non-negative, got {low}")
         if high > padded_length:
             raise ValueError(f"{name} must not exceed the padded length {padded_length}, got {high}")
-    return lengths.to(torch.int64)
+    return dense(lengths.to(torch.int64))
 
 
 def check_same_device_dtype(reference: torch.Tensor, reference_name: str, **others) -> None:

@@ -129,8 +129,8 @@ def _layer(cell="lstm", batch=2, input_size=3, hidden=4):
 
 def test_rnn_w_ih_shape():
     values, offsets, _, w_hh, b_ih, b_hh = _layer()
-    with pytest.raises(ValueError, match=r"w_ih must have shape \(16, 3\), got \(16, 7\)"):
-        padkern.ops.lstm(values, offsets, torch.randn(16, 7), w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match=r"w_ih must have shape \(16, 3\), got \(7, 3\)"):
+        padkern.ops.lstm(values, offsets, torch.randn(7, 3), w_hh, b_ih, b_hh)
 
 
 def test_rnn_w_hh_shape():
@@ -194,12 +194,25 @@ def test_masked_linear_bias_shape_and_dtype():
 
 
 def test_masked_linear_lengths_must_fit():
-    with pytest.raises(ValueError, match=r"lengths_or_offsets must not exceed the padded length 5, got 7"):
+    with pytest.raises(ValueError, match=r"lengths must not exceed the padded length 5, got 7"):
         padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([7, 1]), torch.randn(4, 3))
-    with pytest.raises(ValueError, match=r"lengths_or_offsets must be 1-D with one entry per sequence \(2\), got shape \(7,\)"):
+    with pytest.raises(ValueError, match=r"lengths must be 1-D with one entry per sequence \(2\), got shape \(7,\)"):
         padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.ones(7, dtype=torch.int64), torch.randn(4, 3))
-    with pytest.raises(ValueError, match=r"lengths_or_offsets\[0\] must be 0 when offsets are given, got 7"):
-        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([7, 8, 9]), torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"offsets\[0\] must be 0, got 7"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), None, torch.randn(4, 3), offsets=torch.tensor([7, 8, 9]))
+    with pytest.raises(ValueError, match=r"offsets must have B\+1 = 3 entries, got 7"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), None, torch.randn(4, 3), offsets=torch.arange(7))
+
+
+def test_masked_linear_lengths_and_offsets_are_never_confused():
+    # B+1 lengths are not read as offsets: a wrong-size lengths tensor is an error.
+    with pytest.raises(ValueError, match=r"lengths must be 1-D with one entry per sequence \(2\), got shape \(3,\)"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([0, 2, 5]), torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"exactly one of lengths \[B\] \(positional\) or offsets"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), torch.tensor([2, 5]), torch.randn(4, 3),
+                                  offsets=torch.tensor([0, 2, 7]))
+    with pytest.raises(ValueError, match=r"exactly one of lengths"):
+        padkern.ops.masked_linear(torch.randn(2, 5, 3), None, torch.randn(4, 3))
 
 
 def test_masked_linear_activation_and_rank():
@@ -224,3 +237,147 @@ def test_segment_offsets_and_dtype():
         padkern.ops.segment_sum(torch.randn(5, 3), torch.tensor([0, 7]))
     with pytest.raises(TypeError, match=r"values must be floating point, got torch.int64"):
         padkern.ops.segment_max(torch.ones(5, 3, dtype=torch.int64), torch.tensor([0, 5]))
+
+
+# ----- Ragged construction and conversion (issue 7 §3) -----------------------------------
+def test_from_list_needs_a_list_of_tensors():
+    with pytest.raises(TypeError, match=r"sequences must be a list or tuple of tensors \[length_i, \*F\], got int"):
+        Ragged.from_list(5)
+    with pytest.raises(TypeError, match=r"sequences\[1\] must be a torch.Tensor, got int"):
+        Ragged.from_list([torch.randn(2, 3), 7])
+    with pytest.raises(ValueError, match=r"sequences\[1\] must be \[length, \*F\], got a 0-D tensor"):
+        Ragged.from_list([torch.randn(2, 3), torch.tensor(7.0)])
+
+
+def test_from_list_pieces_must_agree():
+    with pytest.raises(ValueError, match=r"sequences\[2\] must have sequences\[0\]'s feature shape \(3,\) "
+                                         r"\(all dimensions after the first\), got \(7,\)"):
+        Ragged.from_list([torch.randn(2, 3), torch.randn(0, 3), torch.randn(4, 7)])
+    with pytest.raises(TypeError, match=r"sequences\[1\] must have sequences\[0\]'s dtype torch.float32, got torch.float64"):
+        Ragged.from_list([torch.randn(2, 3), torch.randn(7, 3, dtype=torch.float64)])
+
+
+def test_from_list_devices_must_agree():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a second device")
+    with pytest.raises(ValueError, match=r"sequences\[1\] must be on sequences\[0\]'s device cpu, got cuda:0"):
+        Ragged.from_list([torch.randn(2, 3), torch.randn(7, 3, device="cuda")])
+
+
+def test_bool_offsets_are_refused_everywhere():
+    ragged = Ragged(torch.randn(3, 2), torch.tensor([False, True]))
+    message = r"offsets must be int64 or int32.*got torch.bool"
+    for read in (ragged.validate, ragged.lengths, ragged.mask, ragged.to_padded, ragged.to_packed, ragged.to_nested,
+                 lambda: ragged.max_length, lambda: Ragged.cat([ragged])):
+        with pytest.raises(TypeError, match=message):
+            read()
+    with pytest.raises(TypeError, match=message):
+        padkern.ops.pad(ragged.values, ragged.offsets)
+    with pytest.raises(TypeError, match=r"lengths must be an integer tensor, got torch.bool"):
+        Ragged.from_padded(torch.randn(2, 5, 3), torch.tensor([True, False]))
+
+
+def test_validate_names_the_rule():
+    with pytest.raises(TypeError, match=r"offsets must be int64 or int32.*got torch.float32"):
+        Ragged(torch.randn(3, 2), torch.tensor([0.0, 3.0])).validate()
+    with pytest.raises(ValueError, match=r"offsets must be 1-D with B\+1 >= 1 entries, got shape \(7, 1\)"):
+        Ragged(torch.randn(3, 2), torch.zeros(7, 1, dtype=torch.int64)).validate()
+    with pytest.raises(ValueError, match=r"offsets must be 1-D with B\+1 >= 1 entries, got shape \(0,\)"):
+        Ragged(torch.randn(0, 2), torch.zeros(0, dtype=torch.int64)).validate()
+    with pytest.raises(ValueError, match=r"values must be \[L, \*F\] with a token dimension, got a 0-D tensor"):
+        Ragged(torch.tensor(7.0), torch.tensor([0])).validate()
+    with pytest.raises(TypeError, match=r"values must be a torch.Tensor, got list"):
+        Ragged([7], torch.tensor([0, 1])).validate()
+
+
+def test_validate_device():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a second device")
+    with pytest.raises(ValueError, match=r"offsets must be on the values' device cuda:0, got cpu"):
+        Ragged(torch.randn(3, 2, device="cuda"), torch.tensor([0, 3])).validate()
+
+
+def test_total_length_must_be_an_int():
+    ragged = Ragged(torch.randn(9, 2), torch.tensor([0, 7, 9]))
+    with pytest.raises(TypeError, match=r"total_length must be an int, got float"):
+        ragged.to_padded(total_length=4.5)
+    with pytest.raises(TypeError, match=r"total_length must be an int, got float"):
+        ragged.mask(total_length=7.0)
+    with pytest.raises(ValueError, match=r"total_length must be non-negative, got -7"):
+        ragged.mask(total_length=-7)
+    with pytest.raises(ValueError, match=r"total_length must be at least the longest sequence 7, got 3"):
+        ragged.mask(total_length=3)
+
+
+def test_cat_names_the_piece():
+    good = Ragged(torch.randn(3, 2), torch.tensor([0, 3]))
+    with pytest.raises(TypeError, match=r"raggeds must be a list or tuple of padkern.Ragged, got Ragged"):
+        Ragged.cat(good)
+    with pytest.raises(ValueError, match=r"raggeds must hold at least one Ragged"):
+        Ragged.cat([])
+    with pytest.raises(TypeError, match=r"raggeds\[1\] must be a padkern.Ragged, got Tensor"):
+        Ragged.cat([good, torch.randn(7, 2)])
+    with pytest.raises(ValueError, match=r"raggeds\[1\].offsets\[-1\] must equal the number of value rows 3, got 7"):
+        Ragged.cat([good, Ragged(torch.randn(3, 2), torch.tensor([0, 7]))])
+    with pytest.raises(ValueError, match=r"raggeds\[1\].values must have raggeds\[0\].values's feature shape \(2,\)"
+                                         r" \(all dimensions after the first\), got \(7,\)"):
+        Ragged.cat([good, Ragged(torch.randn(3, 7), torch.tensor([0, 3]))])
+    with pytest.raises(TypeError, match=r"raggeds\[1\].values must have raggeds\[0\].values's dtype torch.float32, "
+                                        r"got torch.float64"):
+        Ragged.cat([good, Ragged(torch.randn(7, 2, dtype=torch.float64), torch.tensor([0, 7]))])
+
+
+def test_from_nested_refuses_what_it_cannot_convert():
+    transposed = torch.nested.nested_tensor([torch.randn(7, 2), torch.randn(3, 2)], layout=torch.jagged).transpose(1, 2)
+    with pytest.raises(ValueError, match=r"nested must be ragged in dimension 1 \(components \[length_i, \*F\]\), "
+                                         r"got ragged dimension 2"):
+        Ragged.from_nested(transposed)
+    with pytest.raises(TypeError, match=r"nested must be a torch.nested tensor with layout=torch.jagged"):
+        Ragged.from_nested(torch.randn(7, 2))
+
+
+def test_collate_needs_a_list_of_samples():
+    with pytest.raises(TypeError, match=r"batch must be a list of samples, got Tensor"):
+        padkern.collate(torch.randn(7, 2))
+    with pytest.raises(ValueError, match=r"batch must hold at least one sample"):
+        padkern.collate([])
+
+
+# ----- padkern.nn modules: torch.nn's messages --------------------------------------------
+@pytest.mark.parametrize("module", [padkern.nn.LSTM, padkern.nn.GRU])
+def test_module_sizes_must_be_positive_ints(module):
+    with pytest.raises(TypeError, match=r"^hidden_size should be of type int, got: float$"):
+        module(4, 3.0)
+    with pytest.raises(TypeError, match=r"^input_size should be of type int, got: float$"):
+        module(7.0, 3)
+    with pytest.raises(TypeError, match=r"^num_layers should be of type int, got: str$"):
+        module(4, 3, num_layers="7")
+    with pytest.raises(ValueError, match=r"hidden_size must be greater than zero, got -7"):
+        module(4, -7)
+    with pytest.raises(ValueError, match=r"num_layers must be greater than zero, got 0"):
+        module(4, 3, num_layers=0)
+    with pytest.raises(ValueError, match=r"dropout should be a number in range \[0, 1\], got 7"):
+        module(4, 3, dropout=7)
+
+
+@pytest.mark.parametrize("module", [padkern.nn.LSTM, padkern.nn.GRU])
+def test_module_input_size_message_is_torchs(module):
+    ours, theirs = module(4, 3, batch_first=True), getattr(torch.nn, module.__name__)(4, 3, batch_first=True)
+    x = torch.randn(2, 5, 7)
+    with pytest.raises(RuntimeError) as expected:
+        theirs(x)
+    message = r"^input.size\(-1\) must be equal to input_size. Expected 4, got 7$"
+    assert str(expected.value) == "input.size(-1) must be equal to input_size. Expected 4, got 7"
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [5, 2], batch_first=True)
+    for form in (x, packed, Ragged.from_padded(x, torch.tensor([5, 0]))):
+        with pytest.raises(RuntimeError, match=message):
+            ours(form)
+
+
+def test_rnn_op_values_must_match_w_ih():
+    _, offsets, w_ih, w_hh, b_ih, b_hh = _layer()
+    with pytest.raises(ValueError, match=r"values.shape\[1\] must equal w_ih.shape\[1\] \(input_size\): expected 3, got 7"):
+        padkern.ops.lstm(torch.randn(5, 7), offsets, w_ih, w_hh, b_ih, b_hh)
+    _, offsets, w_ih, w_hh, b_ih, b_hh = _layer("gru")
+    with pytest.raises(ValueError, match=r"values.shape\[1\] must equal w_ih.shape\[1\] \(input_size\): expected 3, got 7"):
+        padkern.ops.gru(torch.randn(5, 7), offsets, w_ih, w_hh, b_ih, b_hh)

@@ -87,7 +87,8 @@ def test_masked_linear_offsets_and_int32(device_backend):
     x, lens = padded_batch([4, 1, 0, 6], 5, device=device)
     w, _ = weights(3, 5, device=device)
     expected = per_sequence_masked(x, lens, w, None, None)
-    by_offsets = padkern.ops.masked_linear(x, offsets_of(lens.tolist(), device, torch.int32), w, backend=backend)
+    by_offsets = padkern.ops.masked_linear(x, None, w, offsets=offsets_of(lens.tolist(), device, torch.int32),
+                                           backend=backend)
     by_lengths = padkern.ops.masked_linear(x, lens.to(torch.int32), w, backend=backend)
     torch.testing.assert_close(by_offsets, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(by_lengths, expected, rtol=1e-10, atol=1e-12)

@@ -14,6 +14,7 @@
 
 #include "linear_gemm.h"
 #include "padkern/scalar_math.h"
+#include "padkern/tensor_checks.h"
 
 namespace padkern {
 namespace cpu {
@@ -56,7 +57,13 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
                                                       const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                       int64_t activation, bool save_preactivation,
                                                       int64_t /*total_tokens: backward only*/) {
+  check_grouped_linear_inputs(input, offsets, weight, bias, activation);
   const bool padded = input.dim() == 3;
+  if (padded) {
+    check_offsets_contents(offsets, offsets.data_ptr<int64_t>()[offsets.size(0) - 1], input.size(1));
+  } else {
+    check_offsets_contents(offsets, input.size(0));
+  }
   const int64_t batch = offsets.size(0) - 1;
   const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
@@ -111,6 +118,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
 }
 
 at::Tensor ragged_outer_bmm_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets) {
+  check_outer_bmm_inputs(x, y, offsets);
+  check_offsets_contents(offsets, x.size(0));
   const int64_t batch = offsets.size(0) - 1;
   at::Tensor out = at::empty({batch, x.size(1), y.size(1)}, x.options());
   const int64_t* offs = offsets.data_ptr<int64_t>();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "padkern/rnn_cells.h"
+#include "padkern/tensor_checks.h"
 #include "rnn_schedule.h"
 
 namespace padkern {
@@ -95,7 +96,12 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cpu(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
     const at::Tensor& h0, bool reverse, bool save_for_backward) {
-  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
+  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 3 * hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
+                                             {h0, "h0", batch, hidden}});
+  check_same_kind(b_hh, gates_x, "b_hh");
+  check_shape(b_hh, {3 * hidden}, "b_hh");
+  check_offsets_contents(offsets, tokens);
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
   at::Tensor h_n = at::empty_like(h0);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 3 * hidden}, gates_x.options());
@@ -147,7 +153,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
     const at::Tensor& h0, bool reverse) {
-  const int64_t batch = h0.size(0), hidden = h0.size(1);
+  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, grad_output,
+                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
+                           {saved_gates, "gates", tokens, 3 * hidden}, {saved_hh_n, "hh_n", tokens, hidden},
+                           {output, "output", tokens, hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
+                           {h0, "h0", batch, hidden}});
+  check_offsets_contents(offsets, tokens);
   at::Tensor grad_gates_x = at::empty({grad_output.size(0), 3 * hidden}, grad_output.options());
   at::Tensor grad_gates_hh = at::empty_like(grad_gates_x);
   at::Tensor grad_h0 = at::empty_like(h0);

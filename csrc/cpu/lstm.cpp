@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "padkern/rnn_cells.h"
+#include "padkern/tensor_checks.h"
 #include "rnn_schedule.h"
 
 namespace padkern {
@@ -102,7 +103,10 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cpu(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
     const at::Tensor& c0, bool reverse, bool save_for_backward) {
-  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
+  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 4 * hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
+                                             {h0, "h0", batch, hidden}, {c0, "c0", batch, hidden}});
+  check_offsets_contents(offsets, tokens);
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
   at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 4 * hidden}, gates_x.options());
@@ -156,7 +160,13 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
-  const int64_t batch = c0.size(0), hidden = c0.size(1);
+  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, grad_output,
+                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
+                           {grad_c_n, "grad_c_n", batch, hidden}, {saved_gates, "gates", tokens, 4 * hidden},
+                           {saved_cell, "cell", tokens, hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
+                           {c0, "c0", batch, hidden}});
+  check_offsets_contents(offsets, tokens);
   at::Tensor grad_gates = at::empty({grad_output.size(0), 4 * hidden}, grad_output.options());
   at::Tensor grad_h0 = at::empty_like(c0), grad_c0 = at::empty_like(c0);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();

@@ -22,7 +22,10 @@ __global__ void __launch_bounds__(kGemmThreads) grouped_linear_kernel(GroupedLin
   const int64_t tile = blockIdx.x;
   if (tile >= args.tile_starts[args.batch]) return;  // the whole block leaves together
   const int64_t b = sequence_of_token(args.tile_starts, args.batch, tile);
-  const int64_t bos = args.offsets[b], length = args.offsets[b + 1] - bos;
+  // Padded input: rows [0, length) of sequence b (bos unused); ragged: rows [bos, bos + length).
+  const SequenceSpan span = args.padded ? SequenceSpan{0, padded_length_of(args.offsets, b, args.row_limit)}
+                                        : sequence_span(args.offsets, b, args.row_limit);
+  const int64_t bos = span.bos, length = span.length();
   const int64_t row0 = (tile - args.tile_starts[b]) * kTileRows, col0 = int64_t{blockIdx.y} * kTileCols;
   const T* input = static_cast<const T*>(args.input);
   const T* weight = static_cast<const T*>(args.weight) + b * args.w_stride_b;
@@ -61,7 +64,8 @@ __global__ void __launch_bounds__(kGemmThreads) ragged_outer_bmm_kernel(OuterBmm
   const int64_t col_tiles = (args.cols + kTileCols - 1) / kTileCols;
   const int64_t row0 = (blockIdx.y / col_tiles) * kTileRows, col0 = (blockIdx.y % col_tiles) * kTileCols;
   const int64_t b = blockIdx.x;
-  const int64_t bos = args.offsets[b], length = args.offsets[b + 1] - bos;
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, length = span.length();
   const T* x = static_cast<const T*>(args.x) + bos * args.rows;
   const T* y = static_cast<const T*>(args.y) + bos * args.cols;
   const T zero = from_acc<T>(A(0));

@@ -27,7 +27,8 @@ __global__ void __launch_bounds__(kMaxThreads) gru_forward_kernel(GruForwardArgs
   T* output = static_cast<T*>(args.output);
   T* saved_gates = static_cast<T*>(args.saved_gates);
   T* saved_hh_n = static_cast<T*>(args.saved_hh_n);
-  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, eos = span.eos;
   for (int64_t t = 0; t < eos - bos; ++t) {
     const int64_t token = step_token(bos, eos, t, args.reverse);
     const T* x = gates_x + token * gates;
@@ -82,7 +83,8 @@ __global__ void __launch_bounds__(kMaxThreads) gru_backward_kernel(GruBackwardAr
   const T* output = static_cast<const T*>(args.output);
   T* grad_x = static_cast<T*>(args.grad_gates_x);
   T* grad_hh = static_cast<T*>(args.grad_gates_hh);
-  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, eos = span.eos;
   for (int64_t t = eos - bos - 1; t >= 0; --t) {
     const int64_t token = step_token(bos, eos, t, args.reverse);
     const T* h_prev = t == 0 ? static_cast<const T*>(args.h0) + b * hidden

@@ -11,6 +11,7 @@
 
 #include "element_type.h"
 #include "padkern/linear_kernels.h"
+#include "padkern/tensor_checks.h"
 
 namespace padkern {
 namespace {
@@ -19,6 +20,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
                                                        const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                        int64_t activation, bool save_preactivation,
                                                        int64_t /*total_tokens: backward only*/) {
+  check_grouped_linear_inputs(input, offsets, weight, bias, activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool padded = input.dim() == 3;
   const int64_t batch = offsets.size(0) - 1;
@@ -56,6 +58,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   args.w_stride_k = weight.stride(1);  // [N, K] and [B, K, N] alike
   args.w_stride_n = weight.dim() == 2 ? weight.stride(0) : weight.stride(2);
   args.row_tiles = row_tiles;
+  args.row_limit = padded ? input.size(1) : input.size(0);
   args.padded = padded;
   args.activation = static_cast<int>(activation);
   C10_CUDA_CHECK(cuda::launch_grouped_linear(element_type(input), args, at::cuda::getCurrentCUDAStream()));
@@ -63,33 +66,43 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
 }
 
 at::Tensor ragged_outer_bmm_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets) {
+  check_outer_bmm_inputs(x, y, offsets);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), yc = y.contiguous();
   const int64_t batch = offsets.size(0) - 1;
   at::Tensor out = at::empty({batch, x.size(1), y.size(1)}, x.options());
-  cuda::OuterBmmArgs args{xc.data_ptr(), yc.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), batch, x.size(1),
+  cuda::OuterBmmArgs args{xc.data_ptr(), yc.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), x.size(0), batch, x.size(1),
                           y.size(1)};
   C10_CUDA_CHECK(cuda::launch_ragged_outer_bmm(element_type(x), args, at::cuda::getCurrentCUDAStream()));
   return out;
 }
 
+void check_segment_inputs(const at::Tensor& values, const at::Tensor& offsets) {
+  TORCH_CHECK(values.dim() == 2, "padkern: values must be [L, D], got shape ", values.sizes());
+  check_offsets_layout(offsets, values.device());
+}
+
 std::tuple<at::Tensor, at::Tensor> segment_reduce_cuda(const at::Tensor& values, const at::Tensor& offsets, int64_t mode) {
+  check_segment_inputs(values, offsets);
+  TORCH_CHECK(mode >= 0 && mode <= 2, "padkern: mode must be 0 (sum), 1 (mean) or 2 (max), got ", mode);
   const c10::cuda::CUDAGuard guard(values.device());
   const at::Tensor input = values.contiguous();
   const int64_t batch = offsets.size(0) - 1, features = values.size(1);
   at::Tensor out = at::empty({batch, features}, values.options());
   at::Tensor argmax = at::empty({mode == 2 ? batch : 0, features}, values.options().dtype(at::kLong));
   cuda::SegmentArgs args{input.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(),
-                         mode == 2 ? argmax.data_ptr<int64_t>() : nullptr, batch, features, static_cast<int>(mode)};
+                         mode == 2 ? argmax.data_ptr<int64_t>() : nullptr, values.size(0), batch, features,
+                         static_cast<int>(mode)};
   C10_CUDA_CHECK(cuda::launch_segment_reduce(element_type(values), args, at::cuda::getCurrentCUDAStream()));
   return {out, argmax};
 }
 
 at::Tensor segment_softmax_cuda(const at::Tensor& values, const at::Tensor& offsets) {
+  check_segment_inputs(values, offsets);
   const c10::cuda::CUDAGuard guard(values.device());
   const at::Tensor input = values.contiguous();
   at::Tensor out = at::empty_like(input);
-  cuda::SegmentArgs args{input.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), nullptr,
+  cuda::SegmentArgs args{input.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), nullptr, values.size(0),
                          offsets.size(0) - 1, values.size(1), 0};
   C10_CUDA_CHECK(cuda::launch_segment_softmax(element_type(values), args, at::cuda::getCurrentCUDAStream()));
   return out;

@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(kMaxThreads) lstm_forward_kernel(LstmForwardAr
   T* output = static_cast<T*>(args.output);
   T* saved_gates = static_cast<T*>(args.saved_gates);
   T* saved_cell = static_cast<T*>(args.saved_cell);
-  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, eos = span.eos;
   for (int64_t t = 0; t < eos - bos; ++t) {
     const int64_t token = step_token(bos, eos, t, args.reverse);
     const T* x = gates_x + token * gates;
@@ -94,7 +95,8 @@ __global__ void __launch_bounds__(kMaxThreads) lstm_backward_kernel(LstmBackward
   const T* saved_gates = static_cast<const T*>(args.saved_gates);
   const T* saved_cell = static_cast<const T*>(args.saved_cell);
   T* grad_gates = static_cast<T*>(args.grad_gates);
-  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, eos = span.eos;
   for (int64_t t = eos - bos - 1; t >= 0; --t) {
     const int64_t token = step_token(bos, eos, t, args.reverse);
     const T* c_prev = t == 0 ? static_cast<const T*>(args.c0) + b * hidden

@@ -22,17 +22,19 @@ __global__ void pad_kernel(PaddingLayout layout, const unsigned char* __restrict
     const int64_t word = i - row * words_per_row;
     const int64_t b = row / layout.padded_length;
     const int64_t t = row - b * layout.padded_length;
-    const int64_t start = layout.offsets[b];
+    const SequenceSpan span = sequence_span(layout.offsets, b, layout.tokens);
     Word* dst = reinterpret_cast<Word*>(padded + padded_row_offset(layout, b, t)) + word;
-    if (t < layout.offsets[b + 1] - start) {
-      *dst = reinterpret_cast<const Word*>(values + (start + t) * layout.values_row_stride)[word];
+    if (t < span.length()) {
+      *dst = reinterpret_cast<const Word*>(values + (span.bos + t) * layout.values_row_stride)[word];
     } else {
       *dst = fill;
     }
   }
 }
 
-// Walks the L real tokens only: the padded rows are never read.
+// Walks the L real tokens only: the padded rows are never read. A token past its
+// sequence's padded length (possible only with invalid offsets, unchecked on a GPU outside
+// debug mode) is written as zeros instead of read from outside the padded tensor.
 template <typename Word>
 __global__ void unpad_kernel(PaddingLayout layout, const unsigned char* __restrict__ padded,
                              unsigned char* __restrict__ values, int64_t total_words) {
@@ -43,8 +45,9 @@ __global__ void unpad_kernel(PaddingLayout layout, const unsigned char* __restri
     const int64_t word = i - token * words_per_row;
     const int64_t b = sequence_of_token(layout.offsets, layout.batch, token);
     const int64_t t = token - layout.offsets[b];
+    const bool inside = t >= 0 && t < padded_length_of(layout.offsets, b, layout.padded_length);
     reinterpret_cast<Word*>(values + token * layout.values_row_stride)[word] =
-        reinterpret_cast<const Word*>(padded + padded_row_offset(layout, b, t))[word];
+        inside ? reinterpret_cast<const Word*>(padded + padded_row_offset(layout, b, t))[word] : Word{};
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "element_type.h"
 #include "padkern/rnn_kernels.h"
+#include "padkern/tensor_checks.h"
 
 namespace padkern {
 namespace {
@@ -23,8 +24,10 @@ void* maybe_ptr(bool save, at::Tensor& tensor) { return save ? tensor.data_ptr()
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cuda(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
     const at::Tensor& c0, bool reverse, bool save_for_backward) {
+  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 4 * hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
+                                             {h0, "h0", batch, hidden}, {c0, "c0", batch, hidden}});
   const c10::cuda::CUDAGuard guard(gates_x.device());
-  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
   const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), h = h0.contiguous(), c = c0.contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
   at::Tensor h_n = at::empty_like(h), c_n = at::empty_like(c);
@@ -33,7 +36,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
   cuda::LstmForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), h.data_ptr(), c.data_ptr(),
                              output.data_ptr(), h_n.data_ptr(), c_n.data_ptr(),
                              maybe_ptr(save_for_backward, saved_gates), maybe_ptr(save_for_backward, saved_cell),
-                             batch, hidden, reverse};
+                             tokens, batch, hidden, reverse};
   C10_CUDA_CHECK(cuda::launch_lstm_forward(element_type(x), args, at::cuda::getCurrentCUDAStream()));
   return {output, h_n, c_n, saved_gates, saved_cell};
 }
@@ -41,15 +44,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
+  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, grad_output,
+                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
+                           {grad_c_n, "grad_c_n", batch, hidden}, {saved_gates, "gates", tokens, 4 * hidden},
+                           {saved_cell, "cell", tokens, hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
+                           {c0, "c0", batch, hidden}});
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const int64_t batch = c0.size(0), hidden = c0.size(1);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
   const at::Tensor sg = saved_gates.contiguous(), sc = saved_cell.contiguous(), w = w_hh.contiguous(), c = c0.contiguous();
   at::Tensor grad_gates = at::empty({go.size(0), 4 * hidden}, go.options());
   at::Tensor grad_h0 = at::empty_like(c), grad_c0 = at::empty_like(c);
   cuda::LstmBackwardArgs args{go.data_ptr(), gh.data_ptr(), gc.data_ptr(), sg.data_ptr(), sc.data_ptr(),
                               offsets.data_ptr<int64_t>(), w.data_ptr(), c.data_ptr(), grad_gates.data_ptr(),
-                              grad_h0.data_ptr(), grad_c0.data_ptr(), batch, hidden, reverse};
+                              grad_h0.data_ptr(), grad_c0.data_ptr(), tokens, batch, hidden, reverse};
   C10_CUDA_CHECK(cuda::launch_lstm_backward(element_type(go), args, at::cuda::getCurrentCUDAStream()));
   return {grad_gates, grad_h0, grad_c0};
 }
@@ -57,8 +65,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cuda(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cuda(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
     const at::Tensor& h0, bool reverse, bool save_for_backward) {
+  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 3 * hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
+                                             {h0, "h0", batch, hidden}});
+  check_same_kind(b_hh, gates_x, "b_hh");
+  check_shape(b_hh, {3 * hidden}, "b_hh");
   const c10::cuda::CUDAGuard guard(gates_x.device());
-  const int64_t tokens = gates_x.size(0), batch = h0.size(0), hidden = h0.size(1);
   const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), bias = b_hh.contiguous(), h = h0.contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
   at::Tensor h_n = at::empty_like(h);
@@ -66,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cuda(
   at::Tensor saved_hh_n = saved_or_empty(save_for_backward, tokens, hidden, x);
   cuda::GruForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), bias.data_ptr(), h.data_ptr(),
                             output.data_ptr(), h_n.data_ptr(), maybe_ptr(save_for_backward, saved_gates),
-                            maybe_ptr(save_for_backward, saved_hh_n), batch, hidden, reverse};
+                            maybe_ptr(save_for_backward, saved_hh_n), tokens, batch, hidden, reverse};
   C10_CUDA_CHECK(cuda::launch_gru_forward(element_type(x), args, at::cuda::getCurrentCUDAStream()));
   return {output, h_n, saved_gates, saved_hh_n};
 }
@@ -75,8 +87,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
     const at::Tensor& h0, bool reverse) {
+  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
+  check_recurrence_inputs(offsets, grad_output,
+                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
+                           {saved_gates, "gates", tokens, 3 * hidden}, {saved_hh_n, "hh_n", tokens, hidden},
+                           {output, "output", tokens, hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
+                           {h0, "h0", batch, hidden}});
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  const int64_t batch = h0.size(0), hidden = h0.size(1);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), sg = saved_gates.contiguous();
   const at::Tensor sn = saved_hh_n.contiguous(), out = output.contiguous(), w = w_hh.contiguous(), h = h0.contiguous();
   at::Tensor grad_gates_x = at::empty({go.size(0), 3 * hidden}, go.options());
@@ -84,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cuda(
   at::Tensor grad_h0 = at::empty_like(h);
   cuda::GruBackwardArgs args{go.data_ptr(), gh.data_ptr(), sg.data_ptr(), sn.data_ptr(), out.data_ptr(),
                              offsets.data_ptr<int64_t>(), w.data_ptr(), h.data_ptr(), grad_gates_x.data_ptr(),
-                             grad_gates_hh.data_ptr(), grad_h0.data_ptr(), batch, hidden, reverse};
+                             grad_gates_hh.data_ptr(), grad_h0.data_ptr(), tokens, batch, hidden, reverse};
   C10_CUDA_CHECK(cuda::launch_gru_backward(element_type(go), args, at::cuda::getCurrentCUDAStream()));
   return {grad_gates_x, grad_gates_hh, grad_h0};
 }

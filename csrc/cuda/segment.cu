@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "padkern/linear_kernels.h"
+#include "padkern/ragged_layout.h"
 #include "padkern/scalar_math.h"
 #include "recurrence_launch.cuh"  // to_acc / from_acc
 
@@ -17,7 +18,8 @@ __global__ void segment_reduce_kernel(SegmentArgs args) {
   const int64_t b = blockIdx.x, d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x;
   if (d >= args.features) return;
   const T* values = static_cast<const T*>(args.values);
-  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, eos = span.eos;
   A acc = args.mode == 2 ? -std::numeric_limits<A>::infinity() : A(0);
   int64_t best = -1;
   for (int64_t t = bos; t < eos; ++t) {
@@ -44,7 +46,8 @@ __global__ void segment_softmax_kernel(SegmentArgs args) {
   if (d >= args.features) return;
   const T* values = static_cast<const T*>(args.values);
   T* out = static_cast<T*>(args.output);
-  const int64_t bos = args.offsets[b], eos = args.offsets[b + 1];
+  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
+  const int64_t bos = span.bos, eos = span.eos;
   A peak = -std::numeric_limits<A>::infinity(), total = A(0);
   for (int64_t t = bos; t < eos; ++t) peak = max(peak, to_acc<A>(values[t * args.features + d]));
   for (int64_t t = bos; t < eos; ++t) total += exp_of(to_acc<A>(values[t * args.features + d]) - peak);

@@ -53,6 +53,13 @@ def activation_backward(grad, preactivation, activation: int):
     return grad * sigmoid * (1.0 + z * (1.0 - sigmoid))
 
 
+def masked_rows(padded, offsets):
+    """padded [B, T, D] -> [B*T, D] with every row past its sequence's length exactly zero."""
+    lengths = offsets[1:] - offsets[:-1]
+    real = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
+    return torch.where(real[..., None], padded, torch.zeros_like(padded)).flatten(0, 1)
+
+
 def _register(grouped_op, outer_op):
     def grouped_setup(ctx, inputs, output):
         input, offsets, weight, bias, activation, save_preactivation, total_tokens = inputs
@@ -72,9 +79,13 @@ def _register(grouped_op, outer_op):
         input_weight = weight.t() if weight.dim() == 2 else weight.transpose(1, 2)
         grad_input = grouped_op(grad_z, offsets, input_weight, None, 0, False, ctx.total_tokens)[0]
         # Weight and bias gradients from real rows only.
-        if padded:
+        if padded and ctx.total_tokens >= 0:
             real_grad = gather_real_rows(grad_z, offsets, ctx.total_tokens, True)
             real_input = gather_real_rows(input, offsets, ctx.total_tokens, True)
+        elif padded:
+            # L unknown on the host (offsets on the GPU): mask the padded rows rather than
+            # synchronise to learn L. `where`, not a multiply, so NaN in padding cannot leak.
+            real_grad, real_input = (masked_rows(t, offsets) for t in (grad_z, input))
         else:
             real_grad, real_input = grad_z, input
         if weight.dim() == 2:
@@ -122,13 +133,19 @@ def _check_weight(weight, bias, reference_tensor, in_features, name="weight"):
 
 
 
-def masked_linear(x, lengths_or_offsets, weight, bias=None, *, activation=None, batch_first=True,
+def masked_linear(x, lengths, weight, bias=None, *, offsets=None, activation=None, batch_first=True,
                   backend: Optional[str] = None):
     """``F.linear`` on the real rows of a padded batch; padded rows of the output are exactly zero.
 
-    x [B, T, K] (or [T, B, K]), lengths [B] or offsets [B+1], weight [N, K], bias [N].
-    No multiply-accumulate is spent on padded rows, and the input is never gathered.
-    ``activation``: None, "relu", "gelu" or "silu", fused into the epilogue.
+    x [B, T, K] (or [T, B, K]); the real rows are given by ``lengths [B]``, or by
+    ``offsets=[B+1]`` (keyword only, with ``lengths=None``): never guessed from a size.
+    weight [N, K], bias [N]. No multiply-accumulate is spent on padded rows and the input is
+    never gathered. ``activation``: None, "relu", "gelu" or "silu", fused into the epilogue.
+
+    No host synchronisation when ``lengths``/``offsets`` live on x's GPU (CUDA-graph safe):
+    the token count L is then unknown on the host, and the weight gradient runs over the
+    padded rows with padding masked out. CPU lengths (as ``pack_padded_sequence`` takes
+    them) give L for free, and the weight gradient touches real rows only.
     """
     _validate.check_tensor(x, "x")
     if x.dim() != 3:
@@ -139,24 +156,28 @@ def masked_linear(x, lengths_or_offsets, weight, bias=None, *, activation=None, 
     bx = x if batch_first else x.transpose(0, 1)
     batch, padded_length = bx.shape[0], bx.shape[1]
     _check_weight(weight, bias, x, x.shape[2])
-    _validate.check_tensor(lengths_or_offsets, "lengths_or_offsets")
-    if lengths_or_offsets.dim() == 1 and lengths_or_offsets.numel() == batch + 1:
-        given = lengths_or_offsets
-        if _validate.contents_checked(given) and int(given[0]) != 0:
-            raise ValueError(f"lengths_or_offsets[0] must be 0 when offsets are given, got {int(given[0])}")
-        lengths = given[1:] - given[:-1]
-    else:
-        lengths = lengths_or_offsets
-    lengths = _validate.check_lengths(lengths, batch, padded_length, name="lengths_or_offsets")
+    if (lengths is None) == (offsets is None):
+        raise ValueError("masked_linear needs exactly one of lengths [B] (positional) or offsets=[B+1] (keyword)")
+    if offsets is not None:
+        _validate.check_tensor(offsets, "offsets")
+        offsets = _validate.check_offsets(offsets, None, offsets.device)  # L is whatever offsets[-1] says
+        if offsets.numel() != batch + 1:
+            raise ValueError(f"offsets must have B+1 = {batch + 1} entries, got {offsets.numel()}")
+        lengths = offsets[1:] - offsets[:-1]
+    lengths = _validate.check_lengths(lengths, batch, padded_length)
     offsets = offsets_from_lengths(lengths)
-    total_tokens = token_count(offsets)
+    # L is read on the host only where that costs no device synchronisation.
+    total_tokens = token_count(offsets) if offsets.device.type == "cpu" else -1
     offsets = offsets.to(x.device, non_blocking=True)
     name = _backend.resolve(backend, x.device)
+    # The kernels read x through its strides, whatever they are (no copy of a big padded
+    # tensor); a zero-element x gets a real layout, which is free.
+    bx = _validate.dense(bx) if bx.numel() == 0 else bx
     if name == "reference":
         out = reference.masked_linear(bx, lengths, weight, bias, activation)
     else:
         save = needs_grad(x, weight, bias)
-        out = _ops(name)[0](bx, offsets, weight, bias, act, save, total_tokens)[0]
+        out = _ops(name)[0](bx, offsets, _validate.dense(weight), bias, act, save, total_tokens)[0]
     return out if batch_first else out.transpose(0, 1)
 
 

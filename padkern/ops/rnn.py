@@ -75,7 +75,7 @@ _FAKES = {"lstm": (_lstm_fake, _lstm_backward_fake), "gru": (_gru_fake, _gru_bac
 
 # ----- autograd -------------------------------------------------------------------------
 def _or_zeros(grad, like):
-    return torch.zeros_like(like) if grad is None else grad.contiguous()
+    return torch.zeros_like(like) if grad is None else _validate.dense(grad)
 
 
 def _weight_grad(grad_gates, output, initial, offsets, reverse):
@@ -153,6 +153,9 @@ def _check_layer(cell, values, offsets, w_ih, w_hh, b_ih, b_hh, states):
     if w_hh.dim() != 2 or w_hh.shape[0] != gate_count * w_hh.shape[1]:
         raise ValueError(f"w_hh must be [{gate_count}*hidden_size, hidden_size], got shape {tuple(w_hh.shape)}")
     hidden = w_hh.shape[1]
+    if w_ih.dim() == 2 and w_ih.shape[0] == gate_count * hidden and w_ih.shape[1] != values.shape[1]:
+        raise ValueError(f"values.shape[1] must equal w_ih.shape[1] (input_size): expected {w_ih.shape[1]}, "
+                         f"got {values.shape[1]}")
     _validate.check_shape(w_ih, (gate_count * hidden, values.shape[1]), "w_ih")
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be given or both be None")
@@ -195,8 +198,8 @@ def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
     gates_x = _input_projection(values, w_ih, None if b_ih is None else b_ih + b_hh, name)
     forward_op = (_TRITON if name == "triton" else _NATIVE)["lstm"][0]
     save = needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0, c0)
-    output, h_n, c_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), h0.contiguous(), c0.contiguous(),
-                                        reverse, save)
+    dense = _validate.dense
+    output, h_n, c_n, _, _ = forward_op(dense(gates_x), offsets, dense(w_hh), dense(h0), dense(c0), reverse, save)
     return LSTMOutput(output, h_n, c_n)
 
 
@@ -215,5 +218,6 @@ def gru(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, reverse=F
     b_hh = w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
     forward_op = (_TRITON if name == "triton" else _NATIVE)["gru"][0]
     save = needs_grad(values, w_ih, w_hh, b_ih, b_hh, h0)
-    output, h_n, _, _ = forward_op(gates_x, offsets, w_hh.contiguous(), b_hh.contiguous(), h0.contiguous(), reverse, save)
+    dense = _validate.dense
+    output, h_n, _, _ = forward_op(dense(gates_x), offsets, dense(w_hh), dense(b_hh), dense(h0), reverse, save)
     return GRUOutput(output, h_n)

@@ -43,11 +43,12 @@ def _register(reduce_op, softmax_op):
         offsets, argmax = ctx.saved_tensors
         total = ctx.shape[0]
         if ctx.mode == MODES["max"]:
-            # All of a feature's gradient goes to the row that held its maximum.
-            found = argmax >= 0
-            rows = torch.where(found, argmax, 0)
-            contribution = torch.where(found, grad, torch.zeros_like(grad))
-            return grad.new_zeros(ctx.shape).scatter_add(0, rows, contribution), None, None
+            # All of a feature's gradient goes to the row that held its maximum. An empty
+            # sequence (argmax -1) sends its gradient to a spare row L, dropped after: no
+            # index exists to clamp to when L = 0.
+            rows = torch.where(argmax >= 0, argmax, total)
+            spare = grad.new_zeros((total + 1,) + tuple(ctx.shape[1:]))
+            return spare.scatter_add(0, rows, grad)[:total], None, None
         seq, _ = token_coordinates(offsets, total)
         grad_rows = grad[seq]
         if ctx.mode == MODES["mean"]:
@@ -79,7 +80,7 @@ def _prepare(values, offsets):
         raise TypeError(f"values must be floating point, got {values.dtype}")
     offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
     flat = values.reshape(values.shape[0], math.prod(values.shape[1:]))
-    return flat.contiguous(), offsets
+    return _validate.dense(flat), offsets
 
 
 def _reduce(values, offsets, mode: str, backend):
@@ -104,8 +105,9 @@ def segment_mean(values, offsets, *, backend: Optional[str] = None):
 
 
 def segment_max(values, offsets, *, backend: Optional[str] = None):
-    """values [L, *F] -> [B, *F]: each sequence's elementwise maximum (0 for an empty
-    sequence); the gradient goes to the first row holding the maximum."""
+    """values [L, *F] -> [B, *F]: each sequence's elementwise maximum, as ``torch.amax``: NaN
+    propagates and an all ``-inf`` sequence gives ``-inf``; an empty sequence gives 0. The
+    gradient goes to the first row holding the maximum (the first NaN where there is one)."""
     return _reduce(values, offsets, "max", backend)
 
 

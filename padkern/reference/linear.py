@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from .padding import token_coordinates
+from .padding import offsets_from_lengths, pad, token_coordinates, token_count, unpad
 
 ACTIVATIONS = {None: lambda z: z, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 
@@ -13,25 +13,42 @@ def ragged_linear(values, weight, bias=None, activation=None):
 
 
 def masked_linear(x, lengths, weight, bias=None, activation=None):
-    """x [B, T, K] -> [B, T, N]; rows t >= lengths[b] are exactly zero."""
-    mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
-    out = ACTIVATIONS[activation](F.linear(x, weight, bias))
-    # where, not a multiply: whatever the padding holds (NaN included) cannot leak.
-    return torch.where(mask[..., None], out, torch.zeros_like(out))
+    """x [B, T, K] -> [B, T, N]; rows t >= lengths[b] are exactly zero.
+
+    Only the real rows are gathered and multiplied, so whatever the padding holds (NaN
+    included) reaches neither the output nor any gradient, and x's gradient is exactly
+    zero at padding: the promises every backend keeps.
+    """
+    offsets = offsets_from_lengths(lengths.to(x.device))
+    total_tokens = token_count(offsets)
+    real = ACTIVATIONS[activation](F.linear(unpad(x, offsets, total_tokens, True), weight, bias))
+    return pad(real, offsets, x.shape[1], 0.0, True)
+
+
+def _token_bounds(offsets):
+    """Each sequence's (start, end) as Python ints: the reference loops over sequences."""
+    bounds = offsets.tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def ragged_bmm(values, offsets, weights):
-    """values [L, K], weights [B, K, N] -> [L, N]: each sequence times its own matrix."""
-    seq, _ = token_coordinates(offsets, values.shape[0])
-    return torch.bmm(values[:, None, :], weights[seq])[:, 0]
+    """values [L, K], weights [B, K, N] -> [L, N]: each sequence times its own matrix.
+
+    One matmul per sequence: memory stays O(L x N), not O(L x K x N).
+    """
+    pieces = [values[start:end] @ weights[b] for b, (start, end) in enumerate(_token_bounds(offsets))]
+    if not pieces:  # B = 0, so L = 0: an empty result still in values' graph
+        return values @ weights.new_zeros((values.shape[1], weights.shape[2]))
+    return torch.cat(pieces)
 
 
 def ragged_outer_bmm(x, y, offsets):
-    """x [L, M], y [L, N] -> [B, M, N]: sum over each sequence's rows of x_t^T y_t."""
-    seq, _ = token_coordinates(offsets, x.shape[0])
-    batch = offsets.shape[0] - 1
-    outer = x[:, :, None] * y[:, None, :]
-    return outer.new_zeros((batch,) + outer.shape[1:]).index_add(0, seq, outer)
+    """x [L, M], y [L, N] -> [B, M, N]: sum over each sequence's rows of x_t^T y_t
+    (an empty sequence gives zeros). One matmul per sequence."""
+    pieces = [x[start:end].t() @ y[start:end] for start, end in _token_bounds(offsets)]
+    if not pieces:  # B = 0
+        return (x.t() @ y)[None][:0]
+    return torch.stack(pieces)
 
 
 def segment_sum(values, offsets):
@@ -45,13 +62,26 @@ def segment_mean(values, offsets):
 
 
 def segment_max(values, offsets):
-    """Per-sequence maximum; an empty sequence gives 0."""
-    seq, _ = token_coordinates(offsets, values.shape[0])
-    batch = offsets.shape[0] - 1
-    index = seq.view((-1,) + (1,) * (values.dim() - 1)).expand_as(values)
-    out = values.new_full((batch,) + values.shape[1:], float("-inf"))
-    out = out.scatter_reduce(0, index, values, reduce="amax", include_self=True)
-    return torch.where(torch.isinf(out) & (out < 0), torch.zeros_like(out), out)
+    """Per-sequence maximum of values [L, D], as ``torch.amax``: NaN propagates, an all
+    ``-inf`` sequence gives ``-inf``. An empty sequence gives 0. Differentiable, with the
+    whole gradient on the first row holding the maximum (the first NaN where there is one).
+    """
+    total, batch = values.shape[0], offsets.shape[0] - 1
+    seq, _ = token_coordinates(offsets, total)
+    index = seq[:, None].expand_as(values)
+    with torch.no_grad():
+        peak = values.new_full((batch,) + values.shape[1:], float("-inf"))
+        peak = peak.scatter_reduce(0, index, values, reduce="amax", include_self=True)
+        has_nan = torch.zeros_like(peak, dtype=torch.bool).scatter_reduce(
+            0, index, values.isnan(), reduce="amax", include_self=True)
+        peak = torch.where(has_nan, torch.full_like(peak, float("nan")), peak)
+        hit = torch.where(has_nan[seq], values.isnan(), values == peak[seq])
+        rows = torch.arange(total, device=values.device)[:, None].expand_as(values)
+        # Row L (a zero row appended below) stands for "no row": an empty sequence.
+        first = torch.full_like(peak, total, dtype=torch.int64)
+        first = first.scatter_reduce(0, index, torch.where(hit, rows, total), reduce="amin", include_self=True)
+    with_zero_row = torch.cat([values, values.new_zeros((1,) + values.shape[1:])])
+    return with_zero_row.gather(0, first)
 
 
 def segment_softmax(values, offsets):

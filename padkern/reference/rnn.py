@@ -16,9 +16,9 @@ def _step_tokens(offsets, steps, reverse):
     return tokens.clamp(min=0), t < lengths[None, :]
 
 
-def _recur(values, offsets, h0, step, reverse):
+def _recur(gates_x, offsets, h0, step, reverse):
     """Run `step(token_index, state) -> (new_state, h)` over the batch; collect h rows per token."""
-    total = values.shape[0]
+    total = gates_x.shape[0]
     lengths = offsets[1:] - offsets[:-1]
     steps = int(lengths.max()) if lengths.numel() > 0 else 0
     tokens, active = _step_tokens(offsets, steps, reverse)
@@ -30,10 +30,13 @@ def _recur(values, offsets, h0, step, reverse):
         rows.append(tokens[t][active[t]])
         outputs.append(h[active[t]])
     hidden = h0[0].shape[1]
-    out = values.new_zeros((total, hidden), dtype=h0[0].dtype)
     if outputs:
-        out = out.index_copy(0, torch.cat(rows), torch.cat(outputs))
-    return out, state
+        out = gates_x.new_zeros((total, hidden)).index_copy(0, torch.cat(rows), torch.cat(outputs))
+        return out, state
+    # No step ran (L = 0): the outputs are still functions of the inputs, with zero
+    # derivative, and stay in the autograd graph as the kernels' outputs do.
+    anchor = gates_x.sum() * 0
+    return gates_x[:, :hidden] + anchor, tuple(s + anchor for s in state)
 
 
 def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False):
@@ -49,7 +52,7 @@ def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False):
         h = torch.sigmoid(o) * torch.tanh(c)
         return (h, c), h
 
-    out, (h_n, c_n) = _recur(values, offsets, (h0, c0), step, reverse)
+    out, (h_n, c_n) = _recur(gates_x, offsets, (h0, c0), step, reverse)
     return out, h_n, c_n
 
 
@@ -71,7 +74,7 @@ def gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse=False):
         h = (1 - z) * n + z * h
         return (h,), h
 
-    out, (h_n,) = _recur(values, offsets, (h0,), step, reverse)
+    out, (h_n,) = _recur(gates_x, offsets, (h0,), step, reverse)
     return out, h_n
 
 

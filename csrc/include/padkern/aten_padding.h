@@ -5,16 +5,19 @@
 #include <vector>
 
 #include "padkern/ragged_layout.h"
+#include "padkern/tensor_checks.h"
 
 namespace padkern {
 
 inline void check_padding_inputs(const at::Tensor& values, const at::Tensor& offsets, const at::Tensor& padded) {
-  // The Python boundary guarantees these; a failure here is a padkern bug.
-  TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.is_contiguous(), "padkern: offsets must be contiguous int64");
-  TORCH_CHECK(values.dim() == 2 && padded.dim() == 3, "padkern: expected values [L, D] and padded 3-D");
+  check_offsets_layout(offsets, values.device());
+  TORCH_CHECK(values.dim() == 2 && padded.dim() == 3, "padkern: expected values [L, D] and padded 3-D, got ",
+              values.sizes(), " and ", padded.sizes());
+  TORCH_CHECK(values.size(1) == padded.size(2), "padkern: values and padded must have the same feature size, got ",
+              values.size(1), " and ", padded.size(2));
   TORCH_CHECK(values.size(1) <= 1 || values.stride(1) == 1, "padkern: values' feature dimension must be contiguous");
   TORCH_CHECK(padded.size(2) <= 1 || padded.stride(2) == 1, "padkern: padded's feature dimension must be contiguous");
-  TORCH_CHECK(values.device() == offsets.device() && values.device() == padded.device(), "padkern: device mismatch");
+  check_same_kind(padded, values, "padded");
 }
 
 inline PaddingLayout make_padding_layout(const at::Tensor& values, const at::Tensor& offsets, const at::Tensor& padded,
@@ -24,6 +27,7 @@ inline PaddingLayout make_padding_layout(const at::Tensor& values, const at::Ten
   PaddingLayout layout;
   layout.offsets = offsets.data_ptr<int64_t>();
   layout.batch = offsets.size(0) - 1;
+  layout.tokens = values.size(0);
   layout.padded_length = padded.size(batch_first ? 1 : 0);
   layout.row_bytes = values.size(1) * element;
   layout.values_row_stride = values.stride(0) * element;

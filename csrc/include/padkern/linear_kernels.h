@@ -27,6 +27,7 @@ struct GroupedLinearArgs {
   int64_t out_stride_b, out_stride_t;
   int64_t w_stride_b, w_stride_k, w_stride_n;
   int64_t row_tiles;          // grid size along rows: an upper bound of tile_starts[B]
+  int64_t row_limit;          // rows a sequence may span: T (padded) or L (ragged)
   bool padded;
   int activation;             // 0 none, 1 relu, 2 gelu, 3 silu
 };
@@ -36,6 +37,7 @@ struct OuterBmmArgs {
   const void* y;  // [L, N] contiguous
   const int64_t* offsets;
   void* output;   // [B, M, N] contiguous
+  int64_t tokens; // L
   int64_t batch, rows, cols;
 };
 
@@ -44,6 +46,7 @@ struct SegmentArgs {
   const int64_t* offsets;
   void* output;        // [B, D] (reduce) or [L, D] (softmax)
   int64_t* argmax;     // [B, D] for max, else null
+  int64_t tokens;      // L
   int64_t batch, features;
   int mode;            // 0 sum, 1 mean, 2 max
 };

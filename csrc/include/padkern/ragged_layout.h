@@ -18,6 +18,7 @@ namespace padkern {
 struct PaddingLayout {
   const int64_t* offsets;  // [B+1], validated at the boundary
   int64_t batch;           // B
+  int64_t tokens;          // L: rows of values
   int64_t padded_length;   // T
   int64_t row_bytes;       // D * element size
   int64_t values_row_stride;     // bytes between consecutive tokens of values
@@ -47,6 +48,30 @@ PADKERN_HOST_DEVICE int64_t sequence_of_token(const int64_t* offsets, int64_t ba
     }
   }
   return low;
+}
+
+// Sequence b's rows [bos, eos), clamped into [0, rows). On a GPU the offsets' contents
+// are checked only in debug mode (a check costs a device-to-host copy per call), so every
+// CUDA kernel reads sequence bounds through this: whatever the offsets hold, it stays
+// inside its tensors. Valid offsets pass unchanged. For a padded tensor, rows = T bounds
+// the length instead: use padded_length_of.
+struct SequenceSpan {
+  int64_t bos, eos;
+  PADKERN_HOST_DEVICE int64_t length() const { return eos - bos; }
+};
+
+PADKERN_HOST_DEVICE int64_t clamp_index(int64_t value, int64_t low, int64_t high) {
+  return value < low ? low : (value > high ? high : value);
+}
+
+PADKERN_HOST_DEVICE SequenceSpan sequence_span(const int64_t* offsets, int64_t b, int64_t rows) {
+  const int64_t bos = clamp_index(offsets[b], 0, rows);
+  return {bos, clamp_index(offsets[b + 1], bos, rows)};
+}
+
+// Sequence b's length within a padded tensor of T steps: offsets' difference clamped to [0, T].
+PADKERN_HOST_DEVICE int64_t padded_length_of(const int64_t* offsets, int64_t b, int64_t padded_length) {
+  return clamp_index(offsets[b + 1] - offsets[b], 0, padded_length);
 }
 
 // Token of step t (0-based) of a sequence occupying [bos, eos): forward runs bos, bos+1,

@@ -24,7 +24,7 @@ struct LstmForwardArgs {
   void* c_n;            // [B, H]
   void* saved_gates;    // [L, G] activated gates, or null (inference)
   void* saved_cell;     // [L, H] cell states, or null
-  int64_t batch, hidden;
+  int64_t tokens, batch, hidden;  // L, B, H
   bool reverse;
 };
 
@@ -40,7 +40,7 @@ struct LstmBackwardArgs {
   void* grad_gates;         // [L, G]
   void* grad_h0;            // [B, H]
   void* grad_c0;            // [B, H]
-  int64_t batch, hidden;
+  int64_t tokens, batch, hidden;  // L, B, H
   bool reverse;
 };
 
@@ -54,7 +54,7 @@ struct GruForwardArgs {
   void* h_n;            // [B, H]
   void* saved_gates;    // [L, G] activated r, z, n, or null
   void* saved_hh_n;     // [L, H] h W_hn^T + b_hn, or null
-  int64_t batch, hidden;
+  int64_t tokens, batch, hidden;  // L, B, H
   bool reverse;
 };
 
@@ -70,7 +70,7 @@ struct GruBackwardArgs {
   void* grad_gates_x;       // [L, G]
   void* grad_gates_hh;      // [L, G]
   void* grad_h0;            // [B, H]
-  int64_t batch, hidden;
+  int64_t tokens, batch, hidden;  // L, B, H
   bool reverse;
 };
 
