@@ -7,7 +7,8 @@ from ._backend import BACKENDS, BackendUnavailableError, use_backend
 from ._validate import set_debug
 from . import ops
 from .ragged import Ragged
+from ._collate import collate
 from . import nn  # noqa: E402  (needs Ragged)
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "Ragged", "nn", "ops", "set_debug", "use_backend"]
+__all__ = ["BACKENDS", "BackendUnavailableError", "Ragged", "collate", "nn", "ops", "set_debug", "use_backend"]
 __version__ = "0.1.0"

@@ -35,7 +35,9 @@ def dense(tensor: torch.Tensor) -> torch.Tensor:
     the strides (``torch.ones(()).expand(2, 0, 4)`` keeps stride 0). A zero-element clone
     is free and stays in the autograd graph.
     """
-    if tensor.numel() == 0:
+    # Under torch.compile the size may be an unbacked symbol that cannot be compared with
+    # 0; the compiled graph materialises its own tensors.
+    if not torch.compiler.is_compiling() and tensor.numel() == 0:
         return tensor.clone(memory_format=torch.contiguous_format)
     return tensor.contiguous()
 

@@ -2,8 +2,11 @@
 
 ``values [L, *F]`` holds the sequences' tokens in batch order and ``offsets [B+1]``
 delimits them (the offsets contract: padkern/_validate.py). A NamedTuple, so it is
-a pytree that torch.compile passes through at no cost.
+a pytree that torch.compile passes through at no cost; for the same reason the
+constructor checks nothing: ``validate()`` does, and so does every method below
+that would otherwise return a wrong answer.
 """
+import operator
 from typing import NamedTuple
 
 import torch
@@ -11,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _validate
 from .ops import padding
-from .reference.padding import offsets_from_lengths, token_count
+from .reference.padding import offsets_from_lengths, token_coordinates, token_count
 
 
 class Ragged(NamedTuple):
@@ -57,11 +60,41 @@ class Ragged(NamedTuple):
 
     @classmethod
     def from_list(cls, sequences) -> "Ragged":
-        """From a list of tensors ``[length_i, *F]`` (lengths may be 0)."""
+        """From a list of tensors ``[length_i, *F]`` (lengths may be 0; same F, dtype, device)."""
+        if not isinstance(sequences, (list, tuple)):
+            raise TypeError(
+                f"sequences must be a list or tuple of tensors [length_i, *F], got {type(sequences).__name__}")
         if len(sequences) == 0:
             raise ValueError("sequences must hold at least one tensor (the feature shape comes from it)")
+        for i, sequence in enumerate(sequences):
+            _validate.check_tensor(sequence, f"sequences[{i}]")
+            if sequence.dim() < 1:
+                raise ValueError(f"sequences[{i}] must be [length, *F], got a 0-D tensor")
+        _check_alike(list(sequences), "sequences")
         lengths = torch.tensor([s.shape[0] for s in sequences], dtype=torch.int64)
         return cls(torch.cat(list(sequences)), offsets_from_lengths(lengths).to(sequences[0].device))
+
+    @classmethod
+    def cat(cls, raggeds) -> "Ragged":
+        """Concatenates batches: ``B = sum(B_i)`` sequences, ``values [sum(L_i), *F]``, in order.
+
+        Each piece's offsets are shifted by the rows before it, known from the values'
+        shapes, so nothing is read from a GPU.
+        """
+        if not isinstance(raggeds, (list, tuple)) or isinstance(raggeds, Ragged):
+            raise TypeError(f"raggeds must be a list or tuple of padkern.Ragged, got {type(raggeds).__name__}")
+        if len(raggeds) == 0:
+            raise ValueError("raggeds must hold at least one Ragged (the feature shape comes from it)")
+        for i, piece in enumerate(raggeds):
+            if not isinstance(piece, Ragged):
+                raise TypeError(f"raggeds[{i}] must be a padkern.Ragged, got {type(piece).__name__}")
+            piece._check(f"raggeds[{i}].")
+        _check_alike([piece.values for piece in raggeds], "raggeds", ".values")
+        pieces, start = [raggeds[0].offsets.to(torch.int64)], raggeds[0].values.shape[0]
+        for piece in raggeds[1:]:
+            pieces.append(piece.offsets[1:].to(torch.int64) + start)
+            start += piece.values.shape[0]
+        return cls(torch.cat([piece.values for piece in raggeds]), torch.cat(pieces))
 
     @classmethod
     def from_packed(cls, packed: PackedSequence) -> "Ragged":
@@ -78,10 +111,57 @@ class Ragged(NamedTuple):
 
     @classmethod
     def from_nested(cls, nested: torch.Tensor) -> "Ragged":
-        """From a ``torch.nested`` jagged tensor (layout ``torch.jagged``)."""
+        """From a ``torch.nested`` jagged tensor ``[B, j, *F]`` (layout ``torch.jagged``).
+
+        Sequence i is ``nested.unbind()[i]``. Without holes ``values`` is shared; a
+        tensor with holes (``nested.lengths()`` set, as ``torch.nested.narrow`` makes)
+        is gathered into compact values holding exactly the real rows, which reads
+        the token count on the host.
+        """
         if not getattr(nested, "is_nested", False) or nested.layout != torch.jagged:
             raise TypeError("nested must be a torch.nested tensor with layout=torch.jagged")
-        return cls(nested.values(), nested.offsets().to(torch.int64))
+        ragged_dim = getattr(nested, "_ragged_idx", 1)
+        if ragged_dim != 1:
+            raise ValueError(
+                f"nested must be ragged in dimension 1 (components [length_i, *F]), got ragged dimension {ragged_dim}; "
+                f"transpose it back first"
+            )
+        values, offsets, lengths = nested.values(), nested.offsets().to(torch.int64), nested.lengths()
+        if lengths is None:
+            # torch itself reads such a tensor as offsets tiling values (unbind splits values by them).
+            return cls(values, _validate.check_offsets(offsets, values.shape[0], values.device, "nested.offsets()"))
+        # Holes: sequence i is values[offsets[i] : offsets[i] + lengths[i]], and rows between are not data.
+        compact = offsets_from_lengths(lengths.to(torch.int64))
+        total_tokens = token_count(compact)
+        seq, pos = token_coordinates(compact, total_tokens)
+        return cls(values.index_select(0, offsets[:-1][seq] + pos), compact)
+
+    # ----- checks ---------------------------------------------------------------------
+    def validate(self) -> "Ragged":
+        """Checks the offsets contract (padkern/_validate.py) in full and returns self.
+
+        Contents are read on the host even for GPU offsets (one B+1 copy); skipped only
+        under torch.compile, like every content check.
+        """
+        self._host_offsets()
+        return self
+
+    def _check(self, prefix: str = "") -> torch.Tensor:
+        """The cheap check: types, shapes and device always, contents only for CPU offsets
+        (or in debug mode). Returns int64 offsets."""
+        _validate.check_tensor(self.values, f"{prefix}values")
+        if self.values.dim() < 1:
+            raise ValueError(f"{prefix}values must be [L, *F] with a token dimension, got a 0-D tensor")
+        return _validate.check_offsets(self.offsets, self.values.shape[0], self.values.device, f"{prefix}offsets")
+
+    def _host_offsets(self) -> torch.Tensor:
+        """int64 offsets on the CPU, checked in full: for methods that read the host anyway.
+        (Under torch.compile: the offsets as they are, contents unchecked.)"""
+        offsets = self._check()
+        if offsets.device.type == "cpu" or torch.compiler.is_compiling():
+            return offsets
+        host = offsets.cpu()
+        return _validate.check_offsets(host, self.values.shape[0], host.device)
 
     # ----- views --------------------------------------------------------------------
     @property
@@ -90,16 +170,20 @@ class Ragged(NamedTuple):
 
     def lengths(self) -> torch.Tensor:
         """int64 [B]: each sequence's length."""
-        return self.offsets[1:] - self.offsets[:-1]
+        offsets = self._check()
+        return offsets[1:] - offsets[:-1]
 
     @property
     def max_length(self) -> int:
         """The longest sequence's length (0 for an empty batch); reads the offsets on the host."""
-        return int(self.lengths().max()) if self.batch_size > 0 else 0
+        return _longest(self._host_offsets())
 
     def mask(self, total_length=None, batch_first=True) -> torch.Tensor:
-        """bool [B, T] (or [T, B]): True at real tokens."""
-        total_length = self.max_length if total_length is None else total_length
+        """bool [B, T] (or [T, B]): True at real tokens. T defaults to the longest sequence."""
+        if total_length is None:
+            total_length = self.max_length
+        else:
+            total_length = _check_total_length(total_length, self._check())
         mask = torch.arange(total_length, device=self.offsets.device)[None, :] < self.lengths()[:, None]
         return mask if batch_first else mask.t()
 
@@ -111,7 +195,12 @@ class Ragged(NamedTuple):
 
     # ----- conversion -----------------------------------------------------------------
     def to_padded(self, total_length=None, padding_value=0.0, batch_first=True, *, backend=None) -> torch.Tensor:
-        """Padded ``[B, T, *F]`` (or ``[T, B, *F]``); T defaults to the longest sequence."""
+        """Padded ``[B, T, *F]`` (or ``[T, B, *F]``); T defaults to the longest sequence
+        (a host read of the offsets; pass it to avoid one on a GPU)."""
+        if total_length is None:
+            total_length = self.max_length
+        else:
+            total_length = _check_total_length(total_length, self._check())
         return padding.pad(self.values, self.offsets, total_length, padding_value, batch_first, backend=backend)
 
     def to_packed(self) -> PackedSequence:
@@ -119,13 +208,14 @@ class Ragged(NamedTuple):
 
         PackedSequence cannot hold a zero-length sequence, so one raises here.
         """
-        lengths = self.lengths().cpu()
+        offsets = self._host_offsets()
+        lengths = offsets[1:] - offsets[:-1]
         if lengths.numel() > 0 and int(lengths.min()) == 0:
             empty = int((lengths == 0).nonzero()[0])
             raise ValueError(f"a PackedSequence cannot hold zero-length sequences, but sequence {empty} has length 0")
         sorted_lengths, sorted_indices = torch.sort(lengths, descending=True)
-        rows = _packed_rows(self.offsets.cpu().to(torch.int64), sorted_indices, sorted_lengths)
-        batch_sizes = (sorted_lengths[None, :] > torch.arange(self.max_length)[:, None]).sum(1)
+        rows = _packed_rows(offsets, sorted_indices, sorted_lengths)
+        batch_sizes = (sorted_lengths[None, :] > torch.arange(_longest(offsets))[:, None]).sum(1)
         device = self.values.device
         return PackedSequence(
             self.values.index_select(0, rows.to(device)),
@@ -135,8 +225,57 @@ class Ragged(NamedTuple):
         )
 
     def to_nested(self) -> torch.Tensor:
-        """A ``torch.nested`` jagged tensor sharing ``values``."""
-        return torch.nested.nested_tensor_from_jagged(self.values, self.offsets)
+        """A ``torch.nested`` jagged tensor ``[B, j, *F]`` sharing ``values``.
+
+        Its min/max sequence lengths are set (a host read of the offsets), so that
+        ``to_padded_tensor`` pads to the longest sequence rather than to L.
+        """
+        offsets = self._host_offsets()
+        lengths = offsets[1:] - offsets[:-1]
+        shortest = int(lengths.min()) if lengths.numel() > 0 else 0
+        return torch.nested.nested_tensor_from_jagged(
+            self.values, self._check(), min_seqlen=shortest, max_seqlen=_longest(offsets))
+
+
+# Ragged holds only tensors, so torch.load(weights_only=True), the default, may rebuild it.
+torch.serialization.add_safe_globals([Ragged])
+
+
+def _longest(offsets: torch.Tensor) -> int:
+    return int((offsets[1:] - offsets[:-1]).max()) if offsets.numel() > 1 else 0
+
+
+def _check_total_length(total_length, offsets: torch.Tensor):
+    """``total_length`` as an int; where the offsets' contents are checked, at least the longest sequence."""
+    if isinstance(total_length, torch.SymInt):  # under torch.compile
+        return total_length
+    if isinstance(total_length, bool):
+        raise TypeError("total_length must be an int, got bool")
+    try:
+        total_length = operator.index(total_length)
+    except TypeError:
+        raise TypeError(f"total_length must be an int, got {type(total_length).__name__}") from None
+    if total_length < 0:
+        raise ValueError(f"total_length must be non-negative, got {total_length}")
+    if _validate.contents_checked(offsets) and _longest(offsets) > total_length:
+        raise ValueError(f"total_length must be at least the longest sequence {_longest(offsets)}, got {total_length}")
+    return total_length
+
+
+def _check_alike(tensors, name: str, suffix: str = "") -> None:
+    """Every tensor has the first one's feature shape (dims after the first), dtype and device."""
+    first = tensors[0]
+    for i, tensor in enumerate(tensors[1:], start=1):
+        this, that = f"{name}[{i}]{suffix}", f"{name}[0]{suffix}"
+        if tuple(tensor.shape[1:]) != tuple(first.shape[1:]):
+            raise ValueError(
+                f"{this} must have {that}'s feature shape {tuple(first.shape[1:])} (all dimensions after the first), "
+                f"got {tuple(tensor.shape[1:])}"
+            )
+        if tensor.dtype != first.dtype:
+            raise TypeError(f"{this} must have {that}'s dtype {first.dtype}, got {tensor.dtype}")
+        if tensor.device != first.device:
+            raise ValueError(f"{this} must be on {that}'s device {first.device}, got {tensor.device}")
 
 
 def _packed_rows(offsets, sorted_indices, sorted_lengths) -> torch.Tensor:

@@ -58,3 +58,88 @@ def test_recurrence_index_past_int32(backend):
         last = run_layer("lstm", values[-length:], offsets[:2], weights, [], False, backend)
     # The input projection may round differently for 2^29 rows than for 512: compare closely.
     torch.testing.assert_close((h_n[-1], c_n[-1]), (last[1][0], last[2][0]), rtol=1e-6, atol=1e-7)
+
+
+def _graph_model_step(x, lengths, ragged, weights):
+    """A small training step touching every op family, with no host synchronisation:
+    lengths and offsets live on the GPU, so masked_linear never reads L on the host."""
+    w_in, w_ih, w_hh = weights
+    hidden = padkern.ops.masked_linear(x, lengths, w_in, activation="relu")
+    output, h_n, c_n = padkern.ops.lstm(ragged.values, ragged.offsets, w_ih, w_hh)
+    pooled = padkern.ops.segment_max(output, ragged.offsets)
+    loss = hidden.square().sum() + pooled.sum() + h_n.sum()
+    loss.backward()
+    return loss
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_cuda_graph_capture_and_replay(backend):
+    torch.manual_seed(0)
+    lengths = torch.tensor([5, 0, 3, 7], device="cuda")
+    x = torch.randn(4, 7, 16, device="cuda")
+    values, offsets = make_values([5, 0, 3, 7], 16, dtype=torch.float32, device="cuda")
+    ragged = Ragged(values, offsets)
+    weights = [torch.randn(8, 16, device="cuda", requires_grad=True),
+               torch.randn(4 * 12, 16, device="cuda", requires_grad=True),
+               torch.randn(4 * 12, 12, device="cuda", requires_grad=True)]
+
+    def step():
+        for w in weights:
+            w.grad = None
+        return _graph_model_step(x, lengths, ragged, weights)
+
+    with padkern.use_backend(backend):
+        expected_loss = step().detach().clone()
+        expected_grads = [w.grad.clone() for w in weights]
+        side = torch.cuda.Stream()  # warm up (compilation, autotuning) outside the capture
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        for w in weights:
+            w.grad = None
+        with torch.cuda.graph(graph):
+            loss = _graph_model_step(x, lengths, ragged, weights)
+        graph.replay()
+        torch.cuda.synchronize()
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-5)
+    for w, g in zip(weights, expected_grads):
+        torch.testing.assert_close(w.grad, g, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_lengths_past_padded_length_stay_in_bounds(backend):
+    # Outside debug mode GPU offsets are not read on the host; kernels clamp each sequence
+    # to the padded length T instead of reading or writing past it (run under memcheck).
+    padkern.set_debug(False)
+    padded = torch.randn(3, 4, 8, device="cuda")
+    too_long = torch.tensor([0, 6, 8, 9], device="cuda")  # lengths 6, 2, 1 with T = 4
+    values = padkern.ops.unpad(padded, too_long, total_tokens=9, backend=backend)
+    torch.cuda.synchronize()
+    assert torch.equal(values[:4], padded[0])
+    assert torch.equal(values[4:6], torch.zeros(2, 8, device="cuda"))  # tokens past T read as zeros
+    assert torch.equal(values[6:8], padded[1, :2])
+    assert torch.equal(values[8], padded[2, 0])
+    weight = torch.randn(5, 8, device="cuda")
+    out = padkern.ops.masked_linear(padded, torch.tensor([6, 2, 1], device="cuda"), weight, backend=backend)
+    clamped = padkern.ops.masked_linear(padded, torch.tensor([4, 2, 1], device="cuda"), weight, backend=backend)
+    assert torch.equal(out, clamped)
+
+
+def test_cuda_kernels_clamp_offsets_into_their_tensors():
+    # Offsets whose last entry passes L (unchecked on a GPU outside debug mode): every CUDA
+    # kernel clamps each sequence to the rows that exist; memcheck proves nothing else is read.
+    padkern.set_debug(False)
+    values = torch.randn(5, 4, device="cuda")
+    beyond = torch.tensor([0, 3, 9], device="cuda")
+    clamped = torch.tensor([0, 3, 5], device="cuda")
+    for op in (padkern.ops.segment_sum, padkern.ops.segment_max, padkern.ops.segment_softmax):
+        assert torch.equal(op(values, beyond, backend="cuda"), op(values, clamped, backend="cuda"))
+    assert torch.equal(padkern.ops.pad(values, beyond, 6, backend="cuda"), padkern.ops.pad(values, clamped, 6, backend="cuda"))
+    weights = layer_weights("lstm", 4, 8, dtype=torch.float32, device="cuda")
+    expected = run_layer("lstm", values, clamped, weights, [], False, "cuda")
+    actual = run_layer("lstm", values, beyond, weights, [], False, "cuda")
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)

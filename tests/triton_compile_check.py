@@ -1,87 +1,182 @@
-"""Compiles every Triton kernel of padkern to a cubin for sm_80 and sm_90 — no GPU needed.
+"""Compiles every Triton kernel of padkern for a GPU the way the JIT does before a
+launch, on a machine without one: ``python tests/triton_compile_check.py --arch 90``.
 
-The interpreter (how CI runs the kernels) accepts code the compiler rejects; this
-catches that here. Run as a script with TRITON_INTERPRET unset (tests/test_triton_compiles.py
-does). Prints one line per kernel variant and exits non-zero on the first failure.
+Why: CI runs the kernels under the interpreter, which accepts code the compiler
+rejects and specialises nothing. On a GPU the JIT specialises each launch on its
+arguments: an integer equal to 1 becomes the constexpr 1 (a tensor method such as
+``.to()`` on it no longer compiles), and integers and pointers divisible by 16 are
+marked so. So this calls each launcher in padkern.triton, forward and backward, on
+CPU tensors of representative shapes (one sequence and one token, features 1, 16
+and 17, unit strides, an empty sequence), with a stand-in driver that reports the
+GPU, and with every launch turned into the JIT's ``warmup``: it binds the real
+arguments, specialises and compiles them exactly as before a launch, and runs
+nothing.
+
+Run with TRITON_INTERPRET unset (tests/test_triton_compiles.py does). Prints one
+line per case; exits 1 on the first failure, or prints ``skipped: <why>`` and exits
+0 where this triton lacks what the check needs.
 """
+import argparse
+import functools
 import os
 import sys
 
 assert os.environ.get("TRITON_INTERPRET", "0") != "1", "compile checks need the real Triton compiler"
+# The launchers autotune the matmul over several configs unless this is 0; the check compiles them all.
+os.environ.pop("PADKERN_TRITON_AUTOTUNE", None)
 
+import torch  # noqa: E402
 import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.driver import driver as triton_driver  # noqa: E402
 
 from padkern.triton import linear, padding, rnn, segment  # noqa: E402
 
-DATA = {"fp32": ("fp32", tl.float32), "bf16": ("bf16", tl.float32), "fp64": ("fp64", tl.float64)}
+LAUNCHER_MODULES = (linear, padding, rnn, segment)
+
+# (lengths, features): every size and stride the constexpr 1; sizes divisible by 16; neither.
+SHAPES = {
+    "B=1 L=1 features=1": ([1], 1),
+    "B=1 features=16": ([16], 16),
+    "B=3 features=17": ([3, 0, 13], 17),
+}
+FLOATS = (torch.float32, torch.bfloat16, torch.float64)
 
 
-def compile_kernel(kernel, types: dict, constexprs: dict, target: GPUTarget) -> None:
-    fn = kernel if isinstance(kernel, triton.runtime.jit.JITFunction) else kernel.fn  # autotuned: unwrap
-    signature = {}
-    for name in fn.arg_names:
-        signature[name] = "constexpr" if name in constexprs else types[name]
-    triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=target)
+def missing_api() -> str | None:
+    """Why this triton cannot run the check, or None."""
+    if not hasattr(triton_driver, "set_active"):
+        return f"triton {triton.__version__} has no triton.runtime.driver.driver.set_active"
+    if not hasattr(triton.runtime.jit.JITFunction, "warmup") or not hasattr(triton.runtime.Autotuner, "warmup"):
+        return f"triton {triton.__version__} has no JITFunction.warmup / Autotuner.warmup"
+    return None
 
 
-def variants():
-    for data, (ty, acc) in DATA.items():
-        ptr, state = f"*{ty}", "*fp64" if acc == tl.float64 else "*fp32"
-        i64, off = "i64", "*i64"
-        yield f"pad {data}", padding._pad_kernel, dict(
-            p_values=ptr, p_offsets=off, p_padded=ptr, T=i64, D=i64, stride_values=i64, stride_batch=i64,
-            stride_time=i64, padding_value="fp32"), dict(BLOCK_T=16, BLOCK_D=64)
-        yield f"unpad {data}", padding._unpad_kernel, dict(
-            p_padded=ptr, p_offsets=off, p_values=ptr, D=i64, stride_values=i64, stride_batch=i64, stride_time=i64), \
-            dict(BLOCK_T=16, BLOCK_D=64)
-        blocks = dict(BLOCK_H=128, BLOCK_K=32)
-        for reverse in (False, True):
-            yield f"lstm forward {data} reverse={reverse}", rnn._lstm_forward_kernel, dict(
-                p_gates_x=ptr, p_offsets=off, p_w_t=ptr, p_h=state, p_c=state, p_out=ptr, p_saved_gates=ptr,
-                p_saved_cell=ptr, H=i64), dict(REVERSE=reverse, SAVE=True, **blocks)
-            yield f"lstm backward {data} reverse={reverse}", rnn._lstm_backward_kernel, dict(
-                p_grad_out=ptr, p_saved_gates=ptr, p_saved_cell=ptr, p_c0=ptr, p_offsets=off, p_w=ptr, p_dh=state,
-                p_dc=state, p_grad_gates=ptr, H=i64), dict(REVERSE=reverse, **blocks)
-            yield f"gru forward {data} reverse={reverse}", rnn._gru_forward_kernel, dict(
-                p_gates_x=ptr, p_offsets=off, p_w_t=ptr, p_b_hh=ptr, p_h=state, p_out=ptr, p_saved_gates=ptr,
-                p_saved_hh_n=ptr, H=i64), dict(REVERSE=reverse, SAVE=False, **blocks)
-            yield f"gru backward {data} reverse={reverse}", rnn._gru_backward_kernel, dict(
-                p_grad_out=ptr, p_saved_gates=ptr, p_saved_hh_n=ptr, p_out=ptr, p_h0=ptr, p_offsets=off, p_w=ptr,
-                p_dh=state, p_grad_x=ptr, p_grad_hh=ptr, H=i64), dict(REVERSE=reverse, **blocks)
-        for padded in (False, True):
-            for activation in range(4):
-                yield f"grouped_linear {data} padded={padded} act={activation}", linear._grouped_linear_kernel, dict(
-                    p_in=ptr, p_offsets=off, p_starts=off, p_w=ptr, p_bias=ptr, p_out=ptr, p_pre=ptr, B=i64, N=i64,
-                    K=i64, stride_in_b=i64, stride_in_t=i64, stride_in_k=i64, stride_out_b=i64, stride_out_t=i64,
-                    stride_wb=i64, stride_wk=i64, stride_wn=i64), dict(
-                    PADDED=padded, HAS_BIAS=True, ACT=activation, SAVE=activation != 0, PRECISION="ieee", ACC=acc,
-                    BLOCK_M=linear.BLOCK_M, BLOCK_N=64, BLOCK_K=32)
-        yield f"ragged_outer_bmm {data}", linear._ragged_outer_bmm_kernel, dict(
-            p_x=ptr, p_y=ptr, p_offsets=off, p_out=ptr, M=i64, N=i64, stride_x=i64, stride_y=i64, stride_ob=i64,
-            stride_om=i64), dict(PRECISION="ieee", ACC=acc, BLOCK_M=64, BLOCK_N=64, BLOCK_T=32)
-        for mode in range(3):
-            yield f"segment_reduce {data} mode={mode}", segment._segment_reduce_kernel, dict(
-                p_values=ptr, p_offsets=off, p_out=ptr, p_argmax=off, D=i64), dict(
-                MODE=mode, ACC=acc, BLOCK_T=32, BLOCK_D=64)
-        yield f"segment_softmax {data}", segment._segment_softmax_kernel, dict(
-            p_values=ptr, p_offsets=off, p_out=ptr, D=i64), dict(ACC=acc, BLOCK_T=32, BLOCK_D=64)
+class CompileOnlyDriver:
+    """Stands in for the CUDA driver: reports one GPU of ``arch``, the only things the JIT
+    asks for before compiling. The device id is the arch, so each arch gets its own cache."""
+
+    def __init__(self, arch: int):
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return self.target.arch
+
+    def get_current_stream(self, device=None):
+        return 0
+
+
+class CompileOnly:
+    """Stands in for torch's ``wrap_triton``: ``kernel[grid](*args)`` becomes
+    ``kernel.warmup(*args, grid=grid)``, which specialises, compiles and launches nothing
+    (an autotuned kernel compiles every config)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        return functools.partial(self.kernel.warmup, grid=grid)
+
+
+# ----- cases: each calls launchers as the ops do, forward and backward ---------------------
+def ragged(lengths, features, dtype, grad=False):
+    offsets = torch.tensor([0] + lengths).cumsum(0)
+    values = torch.randn(sum(lengths), features).to(dtype)
+    return values.requires_grad_(grad), offsets
+
+
+def pad_cases(lengths, features, dtype):
+    values, offsets = ragged(lengths, features, dtype)
+    for batch_first in (True, False):
+        padded = padding.pad_triton(values, offsets, max(lengths), 0.0, batch_first)
+        padding.unpad_triton(padded, offsets, values.shape[0], batch_first)
+
+
+def grouped_linear_cases(lengths, features, dtype):
+    values, offsets = ragged(lengths, features, dtype, grad=True)
+    weight = torch.randn(features, features).to(dtype).requires_grad_()
+    bias = torch.randn(features).to(dtype).requires_grad_()
+    # masked_linear: a padded batch, batch-first and time-major (a transposed view)
+    batch_first = torch.randn(len(lengths), max(lengths), features).to(dtype).requires_grad_()
+    time_major = torch.randn(max(lengths), len(lengths), features).to(dtype).requires_grad_()
+    for x in (batch_first, time_major.transpose(0, 1)):
+        linear.grouped_linear_triton(x, offsets, weight, bias, 1, True, values.shape[0])[0].sum().backward()
+    # ragged_linear
+    linear.grouped_linear_triton(values, offsets, weight, bias, 1, True, values.shape[0])[0].sum().backward()
+    # ragged_bmm: one weight per sequence; its weight gradient is ragged_outer_bmm
+    weights = torch.randn(len(lengths), features, features).to(dtype).requires_grad_()
+    linear.grouped_linear_triton(values, offsets, weights, None, 0, False, values.shape[0])[0].sum().backward()
+
+
+def activation_cases(lengths, features, dtype):
+    values, offsets = ragged(lengths, features, dtype)
+    weight = torch.randn(features, features).to(dtype)
+    for activation in range(4):
+        linear.grouped_linear_triton(values, offsets, weight, None, activation, True, values.shape[0])
+
+
+def segment_cases(lengths, features, dtype):
+    values, offsets = ragged(lengths, features, dtype)
+    for mode in range(3):
+        segment.segment_reduce_triton(values, offsets, mode)
+    segment.segment_softmax_triton(values, offsets)
+
+
+def rnn_cases(lengths, hidden, dtype, directions=(False,)):
+    batch = len(lengths)
+    for gates, forward in ((4, rnn.lstm_recurrence_triton), (3, rnn.gru_recurrence_triton)):
+        gates_x, offsets = ragged(lengths, gates * hidden, dtype, grad=True)
+        w_hh = torch.randn(gates * hidden, hidden).to(dtype).requires_grad_()
+        h0 = torch.randn(batch, hidden).to(dtype).requires_grad_()
+        states = (h0, torch.randn(batch, hidden).to(dtype)) if gates == 4 else (torch.zeros(gates * hidden).to(dtype), h0)
+        for reverse in directions:
+            forward(gates_x, offsets, w_hh, *states, reverse, True)[0].sum().backward()
+
+
+def rnn_reverse_cases(lengths, hidden, dtype):
+    rnn_cases(lengths, hidden, dtype, directions=(True,))
+
+
+def cases():
+    """(name, function, args): every kernel on every shape in float32 and on the last
+    shape in every dtype, as pairs of (shape, dtype) cover each of both at least once."""
+    odd = list(SHAPES)[-1]
+    families = {"pad/unpad": (pad_cases, FLOATS + (torch.float16, torch.int64)),
+                "grouped_linear/ragged_outer_bmm": (grouped_linear_cases, FLOATS),
+                "segment reduce/softmax": (segment_cases, FLOATS),
+                "lstm/gru forward/backward": (rnn_cases, FLOATS)}
+    for family, (function, dtypes) in families.items():
+        for shape, dtype in [(shape, torch.float32) for shape in SHAPES] + [(odd, d) for d in dtypes[1:]]:
+            yield f"{family} {dtype} {shape}", function, SHAPES[shape] + (dtype,)
+    yield f"grouped_linear activations {odd}", activation_cases, SHAPES[odd] + (torch.float32,)
+    yield f"lstm/gru reverse {odd}", rnn_reverse_cases, SHAPES[odd] + (torch.float32,)
 
 
 def main() -> int:
-    targets = [GPUTarget("cuda", arch, 32) for arch in (80, 90)]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities, e.g. 90")
+    arches = parser.parse_args().arch
+    reason = missing_api()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    for module in LAUNCHER_MODULES:
+        module.wrap_triton = CompileOnly
     count = 0
-    for name, kernel, types, constexprs in variants():
-        for target in targets:
+    for arch in arches:
+        triton_driver.set_active(CompileOnlyDriver(arch))
+        for name, function, args in cases():
             try:
-                compile_kernel(kernel, types, constexprs, target)
-            except Exception as error:  # report which kernel, then fail
-                print(f"FAILED {name} sm_{target.arch}: {type(error).__name__}: {error}")
+                function(*args)
+            except Exception as error:  # report which case, then fail
+                print(f"FAILED sm_{arch} {name}: {type(error).__name__}: {error}")
                 return 1
+            print(f"ok sm_{arch} {name}", flush=True)
             count += 1
-    print(f"compiled {count} kernel variants")
+    print(f"compiled {count} cases for {' '.join(f'sm_{a}' for a in arches)} with triton {triton.__version__}")
     return 0
 
 

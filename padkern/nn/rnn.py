@@ -8,6 +8,7 @@ omitted) and returns the output in the form it was given plus ``h_n`` (and ``c_n
 shaped ``[num_layers * num_directions, B, H]`` in the caller's batch order.
 """
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,14 @@ class _RaggedRNN(nn.Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, device=None, dtype=None, *, backend=None):
         super().__init__()
-        if hidden_size <= 0 or num_layers <= 0:
-            raise ValueError(f"hidden_size and num_layers must be positive, got {hidden_size} and {num_layers}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        # torch.nn.RNNBase's messages, so code matching on them keeps working.
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero, got {value}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
         self.backend = backend
@@ -66,13 +71,23 @@ class _RaggedRNN(nn.Module):
                 f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}")
 
     # ----- input and output forms -------------------------------------------------------
+    def _check_input_size(self, features: torch.Tensor) -> None:
+        # torch.nn.LSTM's message, raised before any conversion so the ops never see the mismatch.
+        if features.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {features.shape[-1]}")
+
     def _to_ragged(self, input, lengths):
         if isinstance(input, Ragged):
+            input._check()  # values a tensor with a token dimension, offsets well formed
+            self._check_input_size(input.values)
             return input, ("ragged", None)
         if isinstance(input, PackedSequence):
+            self._check_input_size(input.data)
             return Ragged.from_packed(input), ("packed", input)
         if not isinstance(input, torch.Tensor) or input.dim() != 3:
             raise TypeError("input must be a padkern.Ragged, a PackedSequence, or a padded 3-D tensor")
+        self._check_input_size(input)
         batch, steps = (input.shape[0], input.shape[1]) if self.batch_first else (input.shape[1], input.shape[0])
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.int64)

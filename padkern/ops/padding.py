@@ -6,6 +6,7 @@ functions that validate once and dispatch to the chosen backend. pad and unpad
 are each other's adjoint, so each one's backward is the other.
 """
 import math
+import operator
 
 import torch
 
@@ -90,6 +91,11 @@ def pad(values, offsets, total_length=None, padding_value=0.0, batch_first=True,
     lengths = offsets[1:] - offsets[:-1]
     if total_length is None:
         total_length = int(lengths.max()) if lengths.numel() > 0 else 0
+    elif not isinstance(total_length, torch.SymInt):
+        try:
+            total_length = operator.index(total_length)
+        except TypeError:
+            raise TypeError(f"total_length must be an int, got {type(total_length).__name__}") from None
     elif _validate.contents_checked(offsets) and lengths.numel() > 0 and int(lengths.max()) > total_length:
         raise ValueError(f"total_length must be at least the longest sequence {int(lengths.max())}, got {total_length}")
     if total_length < 0:

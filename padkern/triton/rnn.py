@@ -10,6 +10,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from . import guards
+from .guards import sequence_bounds
 from .registration import triton_kernel_op
 
 
@@ -33,12 +35,11 @@ def _step_token(bos, eos, t, REVERSE: tl.constexpr):
 
 @triton.jit
 def _lstm_forward_kernel(
-    p_gates_x, p_offsets, p_w_t, p_h, p_c, p_out, p_saved_gates, p_saved_cell, H,
+    p_gates_x, p_offsets, p_w_t, p_h, p_c, p_out, p_saved_gates, p_saved_cell, L, H,
     REVERSE: tl.constexpr, SAVE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
-    bos = tl.load(p_offsets + i_b).to(tl.int64)
-    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
     G = 4 * H
     o_h = tl.arange(0, BLOCK_H)
     m_h = o_h < H
@@ -80,12 +81,11 @@ def _lstm_forward_kernel(
 
 @triton.jit
 def _lstm_backward_kernel(
-    p_grad_out, p_saved_gates, p_saved_cell, p_c0, p_offsets, p_w, p_dh, p_dc, p_grad_gates, H,
+    p_grad_out, p_saved_gates, p_saved_cell, p_c0, p_offsets, p_w, p_dh, p_dc, p_grad_gates, L, H,
     REVERSE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
-    bos = tl.load(p_offsets + i_b).to(tl.int64)
-    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
     G = 4 * H
     o_h = tl.arange(0, BLOCK_H)
     m_h = o_h < H
@@ -95,7 +95,6 @@ def _lstm_backward_kernel(
     for s in range(0, n_steps):
         t = n_steps - 1 - s
         i_tok = _step_token(bos, eos, t, REVERSE)
-        i_prev = _step_token(bos, eos, t - 1, REVERSE)
         b_dh = tl.load(p_dh_b + o_h, mask=m_h, other=0.0)
         b_dh += tl.load(p_grad_out + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dc.dtype)
         p_s = p_saved_gates + i_tok * G + o_h
@@ -104,9 +103,14 @@ def _lstm_backward_kernel(
         b_g = tl.load(p_s + 2 * H, mask=m_h, other=0.0).to(b_dc.dtype)
         b_o = tl.load(p_s + 3 * H, mask=m_h, other=0.0).to(b_dc.dtype)
         b_cell = tl.load(p_saved_cell + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dc.dtype)
-        c_from_cell = tl.load(p_saved_cell + i_prev * H + o_h, mask=m_h & (t > 0), other=0.0).to(b_dc.dtype)
-        c_from_c0 = tl.load(p_c0 + i_b * H + o_h, mask=m_h & (t == 0), other=0.0).to(b_dc.dtype)
-        b_c_prev = tl.where(t > 0, c_from_cell, c_from_c0)
+        # The cell state before step t: saved at the previous token, or c0 at the first step.
+        # A branch, not a mask mixing the scalar t > 0 with m_h: the interpreter makes that
+        # mask int32, which triton >= 3.9 refuses.
+        if t > 0:
+            i_prev = _step_token(bos, eos, t - 1, REVERSE)
+            b_c_prev = tl.load(p_saved_cell + i_prev * H + o_h, mask=m_h, other=0.0).to(b_dc.dtype)
+        else:
+            b_c_prev = tl.load(p_c0 + i_b * H + o_h, mask=m_h, other=0.0).to(b_dc.dtype)
         tanh_c = _tanh(b_cell)
         b_dc += b_dh * b_o * (1.0 - tanh_c * tanh_c)
         d_o = b_dh * tanh_c * b_o * (1.0 - b_o)
@@ -136,12 +140,11 @@ def _lstm_backward_kernel(
 
 @triton.jit
 def _gru_forward_kernel(
-    p_gates_x, p_offsets, p_w_t, p_b_hh, p_h, p_out, p_saved_gates, p_saved_hh_n, H,
+    p_gates_x, p_offsets, p_w_t, p_b_hh, p_h, p_out, p_saved_gates, p_saved_hh_n, L, H,
     REVERSE: tl.constexpr, SAVE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
-    bos = tl.load(p_offsets + i_b).to(tl.int64)
-    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
     G = 3 * H
     o_h = tl.arange(0, BLOCK_H)
     m_h = o_h < H
@@ -183,12 +186,11 @@ def _gru_forward_kernel(
 
 @triton.jit
 def _gru_backward_kernel(
-    p_grad_out, p_saved_gates, p_saved_hh_n, p_out, p_h0, p_offsets, p_w, p_dh, p_grad_x, p_grad_hh, H,
+    p_grad_out, p_saved_gates, p_saved_hh_n, p_out, p_h0, p_offsets, p_w, p_dh, p_grad_x, p_grad_hh, L, H,
     REVERSE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
-    bos = tl.load(p_offsets + i_b).to(tl.int64)
-    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
     G = 3 * H
     o_h = tl.arange(0, BLOCK_H)
     m_h = o_h < H
@@ -197,7 +199,6 @@ def _gru_backward_kernel(
     for s in range(0, n_steps):
         t = n_steps - 1 - s
         i_tok = _step_token(bos, eos, t, REVERSE)
-        i_prev = _step_token(bos, eos, t - 1, REVERSE)
         b_dh = tl.load(p_dh_b + o_h, mask=m_h, other=0.0)
         b_dh += tl.load(p_grad_out + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
         p_s = p_saved_gates + i_tok * G + o_h
@@ -205,9 +206,13 @@ def _gru_backward_kernel(
         b_z = tl.load(p_s + H, mask=m_h, other=0.0).to(b_dh.dtype)
         b_n = tl.load(p_s + 2 * H, mask=m_h, other=0.0).to(b_dh.dtype)
         b_hh_n = tl.load(p_saved_hh_n + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
-        h_from_out = tl.load(p_out + i_prev * H + o_h, mask=m_h & (t > 0), other=0.0).to(b_dh.dtype)
-        h_from_h0 = tl.load(p_h0 + i_b * H + o_h, mask=m_h & (t == 0), other=0.0).to(b_dh.dtype)
-        b_h_prev = tl.where(t > 0, h_from_out, h_from_h0)
+        # The hidden state before step t: the output at the previous token, or h0 at the first
+        # step (a branch, not a scalar-and-vector mask: see the LSTM backward).
+        if t > 0:
+            i_prev = _step_token(bos, eos, t - 1, REVERSE)
+            b_h_prev = tl.load(p_out + i_prev * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
+        else:
+            b_h_prev = tl.load(p_h0 + i_b * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
         d_n = b_dh * (1.0 - b_z) * (1.0 - b_n * b_n)
         d_hh_n = d_n * b_r
         d_r = d_n * b_hh_n * b_r * (1.0 - b_r)
@@ -237,8 +242,24 @@ def _gru_backward_kernel(
 
 
 # ----- launchers, registered as torch ops ----------------------------------------------
+# Shapes: L tokens, B sequences, H hidden, G = 4H (LSTM) or 3H (GRU) gate rows.
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _state(initial: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A row-major [B, H] working copy of a state (``.to(copy=True)`` would keep a view's strides)."""
+    return initial.to(dtype, memory_format=torch.contiguous_format, copy=True)
+
+
+def _check(op: str, offsets: torch.Tensor, batch: int, device: torch.device, dense: dict, copied: dict) -> None:
+    """offsets [B+1]; each of ``dense`` (name: (tensor, shape)), which the kernel reads as it is,
+    row-major of that shape; each of ``copied``, which the launcher copies first, of that shape."""
+    guards.check_offsets(op, offsets, device, batch)
+    for name, (tensor, shape) in dense.items():
+        guards.check_dense(op, name, tensor, device, shape)
+    for name, (tensor, shape) in copied.items():
+        guards.check_tensor(op, name, tensor, device, shape)
 
 
 def _blocks(hidden: int):
@@ -256,16 +277,19 @@ def _saved(tokens: int, width: int, like: torch.Tensor, save: bool) -> torch.Ten
 def lstm_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor,
                            c0: torch.Tensor, reverse: bool, save_for_backward: bool
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gates_x [L, G], w_hh [G, H], h0/c0 [B, H] -> (output [L, H], h_n, c_n, saved gates [L, G], saved cell [L, H])."""
     tokens, (batch, hidden) = gates_x.shape[0], h0.shape
+    _check("lstm_recurrence_triton", offsets, batch, gates_x.device, dense=dict(gates_x=(gates_x, (tokens, 4 * hidden))),
+           copied=dict(w_hh=(w_hh, (4 * hidden, hidden)), c0=(c0, (batch, hidden))))
+    w_t = w_hh.t().contiguous()  # [H, G]: step k of the matvec reads one row of G gate weights
     accumulation = _accumulation_dtype(gates_x.dtype)
-    h = h0.to(accumulation, copy=True)
-    c = c0.to(accumulation, copy=True)
+    h, c = _state(h0, accumulation), _state(c0, accumulation)
     output = gates_x.new_empty((tokens, hidden))
     saved_gates = _saved(tokens, 4 * hidden, gates_x, save_for_backward)
     saved_cell = _saved(tokens, hidden, gates_x, save_for_backward)
     if batch > 0 and hidden > 0:
         wrap_triton(_lstm_forward_kernel)[(batch,)](
-            gates_x, offsets, w_hh.t().contiguous(), h, c, output, saved_gates, saved_cell, hidden,
+            gates_x, offsets, w_t, h, c, output, saved_gates, saved_cell, tokens, hidden,
             REVERSE=reverse, SAVE=save_for_backward, **_blocks(hidden))
     return output, h.to(h0.dtype), c.to(c0.dtype), saved_gates, saved_cell
 
@@ -275,14 +299,19 @@ def lstm_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.T
                                     gates: torch.Tensor, cell: torch.Tensor, offsets: torch.Tensor,
                                     w_hh: torch.Tensor, c0: torch.Tensor, reverse: bool
                                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grad_output [L, H], grad_h_n/grad_c_n [B, H], the forward's saved gates [L, G] and cell
+    [L, H], w_hh [G, H], c0 [B, H] -> (grad of gates_x [L, G], grad h0, grad c0)."""
     tokens, (batch, hidden) = grad_output.shape[0], c0.shape
+    _check("lstm_recurrence_backward_triton", offsets, batch, grad_output.device,
+           dense=dict(grad_output=(grad_output, (tokens, hidden)), gates=(gates, (tokens, 4 * hidden)),
+                      cell=(cell, (tokens, hidden)), w_hh=(w_hh, (4 * hidden, hidden)), c0=(c0, (batch, hidden))),
+           copied=dict(grad_h_n=(grad_h_n, (batch, hidden)), grad_c_n=(grad_c_n, (batch, hidden))))
     accumulation = _accumulation_dtype(grad_output.dtype)
-    dh = grad_h_n.to(accumulation, copy=True)
-    dc = grad_c_n.to(accumulation, copy=True)
+    dh, dc = _state(grad_h_n, accumulation), _state(grad_c_n, accumulation)
     grad_gates = grad_output.new_empty((tokens, 4 * hidden))
     if batch > 0 and hidden > 0:
         wrap_triton(_lstm_backward_kernel)[(batch,)](
-            grad_output, gates, cell, c0, offsets, w_hh, dh, dc, grad_gates, hidden,
+            grad_output, gates, cell, c0, offsets, w_hh, dh, dc, grad_gates, tokens, hidden,
             REVERSE=reverse, **_blocks(hidden))
     return grad_gates, dh.to(c0.dtype), dc.to(c0.dtype)
 
@@ -291,14 +320,20 @@ def lstm_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.T
 def gru_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
                           h0: torch.Tensor, reverse: bool, save_for_backward: bool
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gates_x [L, G], w_hh [G, H], b_hh [G], h0 [B, H] -> (output [L, H], h_n, saved gates [L, G],
+    saved w_hn h + b_hn [L, H])."""
     tokens, (batch, hidden) = gates_x.shape[0], h0.shape
-    h = h0.to(_accumulation_dtype(gates_x.dtype), copy=True)
+    _check("gru_recurrence_triton", offsets, batch, gates_x.device,
+           dense=dict(gates_x=(gates_x, (tokens, 3 * hidden)), b_hh=(b_hh, (3 * hidden,))),
+           copied=dict(w_hh=(w_hh, (3 * hidden, hidden))))
+    w_t = w_hh.t().contiguous()  # [H, G]: step k of the matvec reads one row of G gate weights
+    h = _state(h0, _accumulation_dtype(gates_x.dtype))
     output = gates_x.new_empty((tokens, hidden))
     saved_gates = _saved(tokens, 3 * hidden, gates_x, save_for_backward)
     saved_hh_n = _saved(tokens, hidden, gates_x, save_for_backward)
     if batch > 0 and hidden > 0:
         wrap_triton(_gru_forward_kernel)[(batch,)](
-            gates_x, offsets, w_hh.t().contiguous(), b_hh, h, output, saved_gates, saved_hh_n, hidden,
+            gates_x, offsets, w_t, b_hh, h, output, saved_gates, saved_hh_n, tokens, hidden,
             REVERSE=reverse, SAVE=save_for_backward, **_blocks(hidden))
     return output, h.to(h0.dtype), saved_gates, saved_hh_n
 
@@ -308,12 +343,19 @@ def gru_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Te
                                    hh_n: torch.Tensor, output: torch.Tensor, offsets: torch.Tensor,
                                    w_hh: torch.Tensor, h0: torch.Tensor, reverse: bool
                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grad_output [L, H], grad_h_n [B, H], the forward's saved gates [L, G], hh_n [L, H] and
+    output [L, H], w_hh [G, H], h0 [B, H] -> (grad of gates_x [L, G], of w_hh h + b_hh [L, G], grad h0)."""
     tokens, (batch, hidden) = grad_output.shape[0], h0.shape
-    dh = grad_h_n.to(_accumulation_dtype(grad_output.dtype), copy=True)
+    _check("gru_recurrence_backward_triton", offsets, batch, grad_output.device,
+           dense=dict(grad_output=(grad_output, (tokens, hidden)), gates=(gates, (tokens, 3 * hidden)),
+                      hh_n=(hh_n, (tokens, hidden)), output=(output, (tokens, hidden)),
+                      w_hh=(w_hh, (3 * hidden, hidden)), h0=(h0, (batch, hidden))),
+           copied=dict(grad_h_n=(grad_h_n, (batch, hidden))))
+    dh = _state(grad_h_n, _accumulation_dtype(grad_output.dtype))
     grad_gates_x = grad_output.new_empty((tokens, 3 * hidden))
     grad_gates_hh = grad_output.new_empty((tokens, 3 * hidden))
     if batch > 0 and hidden > 0:
         wrap_triton(_gru_backward_kernel)[(batch,)](
-            grad_output, gates, hh_n, output, h0, offsets, w_hh, dh, grad_gates_x, grad_gates_hh, hidden,
+            grad_output, gates, hh_n, output, h0, offsets, w_hh, dh, grad_gates_x, grad_gates_hh, tokens, hidden,
             REVERSE=reverse, **_blocks(hidden))
     return grad_gates_x, grad_gates_hh, dh.to(h0.dtype)

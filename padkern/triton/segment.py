@@ -6,6 +6,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from . import guards
+from .guards import sequence_bounds
 from .linear import accumulator
 from .registration import triton_kernel_op
 
@@ -13,14 +15,26 @@ BLOCK_T = 32
 
 
 @triton.jit
+def _chunk_max(b_v, o_t, m, eos):
+    """A chunk's maximum per feature and the first row holding it, as torch.amax sees it:
+    a NaN is the maximum, and its first row is the one that counts."""
+    is_nan = b_v != b_v
+    has_nan = tl.max(is_nan.to(tl.int32), 0) > 0
+    peak = tl.max(tl.where(is_nan, float("-inf"), b_v), 0)
+    holds = m & tl.where(has_nan[None, :], is_nan, b_v == peak[None, :])
+    # The smallest row index holding it; eos (past every real row) where none does.
+    row = tl.min(tl.where(holds, o_t[:, None], eos), 0)
+    return tl.where(has_nan, float("nan"), peak), row
+
+
+@triton.jit
 def _segment_reduce_kernel(
-    p_values, p_offsets, p_out, p_argmax, D,
+    p_values, p_offsets, p_out, p_argmax, L, D,
     MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
     i_d = tl.program_id(1)
-    bos = tl.load(p_offsets + i_b).to(tl.int64)
-    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < D
     if MODE == 2:
@@ -33,10 +47,11 @@ def _segment_reduce_kernel(
         m = (o_t < eos)[:, None] & m_d[None, :]
         if MODE == 2:
             b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
-            chunk_best = tl.max(b_v, 0)
-            chunk_row = tl.argmax(b_v, 0).to(tl.int64) + t0
-            # Strictly larger only: the first row holding the maximum keeps it.
-            take = (chunk_best > best) | (best_row < 0)
+            chunk_best, chunk_row = _chunk_max(b_v, o_t, m, eos)
+            # As csrc/cpu/segment.cpp: the first chunk, a strictly larger maximum, or the
+            # first NaN (which then stays) takes the place; so the first row holding the
+            # maximum, or the first NaN row, is the argmax.
+            take = (best_row < 0) | (chunk_best > best) | ((chunk_best != chunk_best) & (best == best))
             best = tl.where(take, chunk_best, best)
             best_row = tl.where(take, chunk_row, best_row)
         else:
@@ -51,11 +66,11 @@ def _segment_reduce_kernel(
 
 
 @triton.jit
-def _segment_softmax_kernel(p_values, p_offsets, p_out, D, ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _segment_softmax_kernel(p_values, p_offsets, p_out, L, D, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
     i_b = tl.program_id(0).to(tl.int64)
     i_d = tl.program_id(1)
-    bos = tl.load(p_offsets + i_b).to(tl.int64)
-    eos = tl.load(p_offsets + i_b + 1).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < D
     peak = tl.full((BLOCK_D,), float("-inf"), ACC)
@@ -81,25 +96,37 @@ def _block_d(features: int) -> int:
     return min(triton.next_power_of_2(max(features, 1)), 128)
 
 
+def _check(op: str, values: torch.Tensor, offsets: torch.Tensor) -> None:
+    if values.dim() != 2:
+        raise RuntimeError(f"{op}: values must be [L, D], got shape {tuple(values.shape)}")
+    guards.check_dense(op, "values", values, values.device)
+    guards.check_offsets(op, offsets, values.device)
+
+
 @triton_kernel_op("padkern::segment_reduce_triton")
 def segment_reduce_triton(values: torch.Tensor, offsets: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """values [L, D] (contiguous) -> ([B, D], argmax [B, D] for max (first row holding it, -1 if empty) else [0, D])."""
+    _check("segment_reduce_triton", values, offsets)
     batch, features = offsets.shape[0] - 1, values.shape[1]
     out = values.new_empty((batch, features))
     argmax = values.new_empty((batch if mode == 2 else 0, features), dtype=torch.int64)
     if out.numel() > 0:
         block_d = _block_d(features)
         wrap_triton(_segment_reduce_kernel)[(batch, triton.cdiv(features, block_d))](
-            values, offsets, out, argmax if mode == 2 else out, features,
+            values, offsets, out, argmax if mode == 2 else out, values.shape[0], features,
             MODE=mode, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T, BLOCK_D=block_d)
     return out, argmax
 
 
 @triton_kernel_op("padkern::segment_softmax_triton")
 def segment_softmax_triton(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """values [L, D] (contiguous) -> [L, D]: softmax over each sequence's rows."""
+    _check("segment_softmax_triton", values, offsets)
     batch, features = offsets.shape[0] - 1, values.shape[1]
     out = torch.empty_like(values)
     if values.numel() > 0:
         block_d = _block_d(features)
         wrap_triton(_segment_softmax_kernel)[(batch, triton.cdiv(features, block_d))](
-            values, offsets, out, features, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T, BLOCK_D=block_d)
+            values, offsets, out, values.shape[0], features, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T,
+            BLOCK_D=block_d)
     return out
