@@ -35,11 +35,17 @@ def dense(tensor: torch.Tensor) -> torch.Tensor:
     the strides (``torch.ones(()).expand(2, 0, 4)`` keeps stride 0). A zero-element clone
     is free and stays in the autograd graph.
     """
+    return restrided_if_empty(tensor).contiguous()
+
+
+def restrided_if_empty(tensor: torch.Tensor) -> torch.Tensor:
+    """A zero-element tensor with row-major strides (free); any other tensor unchanged, for
+    kernels that read through any strides."""
     # Under torch.compile the size may be an unbacked symbol that cannot be compared with
     # 0; the compiled graph materialises its own tensors.
-    if not torch.compiler.is_compiling() and tensor.numel() == 0:
-        return tensor.clone(memory_format=torch.contiguous_format)
-    return tensor.contiguous()
+    if torch.compiler.is_compiling() or tensor.numel() != 0:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def check_tensor(tensor, name: str) -> None:

@@ -172,7 +172,7 @@ def masked_linear(x, lengths, weight, bias=None, *, offsets=None, activation=Non
     name = _backend.resolve(backend, x.device)
     # The kernels read x through its strides, whatever they are (no copy of a big padded
     # tensor); a zero-element x gets a real layout, which is free.
-    bx = _validate.dense(bx) if bx.numel() == 0 else bx
+    bx = _validate.restrided_if_empty(bx)
     if name == "reference":
         out = reference.masked_linear(bx, lengths, weight, bias, activation)
     else:

@@ -37,8 +37,7 @@ def _unpad_fake(padded, offsets, total_tokens, batch_first):
 def feature_contiguous(tensor: torch.Tensor) -> torch.Tensor:
     """Kernels need unit stride along the last (feature) dimension; only then is a copy made
     (a zero-element tensor gets row-major strides, which costs nothing)."""
-    if tensor.numel() == 0:
-        return _validate.dense(tensor)
+    tensor = _validate.restrided_if_empty(tensor)
     return tensor if tensor.shape[-1] <= 1 or tensor.stride(-1) == 1 else tensor.contiguous()
 
 
