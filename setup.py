@@ -38,14 +38,16 @@ def cuda_build_wanted() -> bool:
 def cuda_arch_flags() -> list:
     archs = os.environ.get("PADKERN_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
     # "90a" and the like keep their suffix; order by the number.
-    archs = sorted({a.strip().replace(".", "") for a in archs if a.strip()}, key=lambda a: int(a.rstrip("af")))
+    archs = sorted({a.strip().replace(".", "") for a in archs if a.strip()}, key=lambda a: (int(a.rstrip("af")), a))
     flags = []
     for arch in archs:
         flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
     # PTX for the newest arch too: a newer GPU JIT-compiles it instead of failing with
     # "no kernel image is available".
+    # Arch-specific PTX ("90a") does not JIT on later GPUs: embed the plain arch's.
     if archs:
-        flags += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
+        newest = archs[-1].rstrip("af")
+        flags += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
     return flags
 
 

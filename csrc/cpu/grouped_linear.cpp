@@ -60,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   check_grouped_linear_inputs(input, offsets, weight, bias, activation);
   const bool padded = input.dim() == 3;
   if (padded) {
-    check_offsets_contents(offsets, offsets.data_ptr<int64_t>()[offsets.size(0) - 1], input.size(1));
+    check_offsets_contents(offsets, /*rows: any L*/ -1, input.size(1));
   } else {
     check_offsets_contents(offsets, input.size(0));
   }

@@ -32,8 +32,7 @@ void for_each_padded_row(const PaddingLayout& layout, CopyRow copy_row) {
 
 at::Tensor pad_cpu(const at::Tensor& values, const at::Tensor& offsets, int64_t total_length, double padding_value,
                    bool batch_first) {
-  TORCH_CHECK(total_length >= 0, "padkern: total_length must be non-negative, got ", total_length);
-  at::Tensor padded = empty_padded(values, offsets.size(0) - 1, total_length, batch_first);
+  at::Tensor padded = empty_padded(values, offsets, total_length, batch_first);
   const PaddingLayout layout = make_padding_layout(values, offsets, padded, batch_first);
   check_offsets_contents(offsets, values.size(0), total_length);
 
@@ -49,8 +48,7 @@ at::Tensor pad_cpu(const at::Tensor& values, const at::Tensor& offsets, int64_t 
 }
 
 at::Tensor unpad_cpu(const at::Tensor& padded, const at::Tensor& offsets, int64_t total_tokens, bool batch_first) {
-  TORCH_CHECK(total_tokens >= 0, "padkern: total_tokens must be non-negative, got ", total_tokens);
-  at::Tensor values = at::empty({total_tokens, padded.size(2)}, padded.options());
+  at::Tensor values = empty_values(padded, offsets, total_tokens);
   const PaddingLayout layout = make_padding_layout(values, offsets, padded, batch_first);
   check_offsets_contents(offsets, total_tokens, layout.padded_length);
   const auto* src = static_cast<const uint8_t*>(padded.data_ptr());

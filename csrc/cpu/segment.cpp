@@ -58,15 +58,9 @@ void reduce_kernel(const scalar_t* values, const int64_t* offsets, int64_t batch
   });
 }
 
-void check_segment_inputs(const at::Tensor& values, const at::Tensor& offsets) {
-  TORCH_CHECK(values.dim() == 2, "padkern: values must be [L, D], got shape ", values.sizes());
-  check_offsets_layout(offsets, values.device());
-  check_offsets_contents(offsets, values.size(0));
-}
-
 std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& values, const at::Tensor& offsets, int64_t mode) {
-  check_segment_inputs(values, offsets);
-  TORCH_CHECK(mode >= kSum && mode <= kMax, "padkern: mode must be 0 (sum), 1 (mean) or 2 (max), got ", mode);
+  check_segment_inputs(values, offsets, mode);
+  check_offsets_contents(offsets, values.size(0));
   const int64_t batch = offsets.size(0) - 1, features = values.size(1);
   const at::Tensor input = values.contiguous();
   at::Tensor out = at::empty({batch, features}, values.options());
@@ -109,7 +103,8 @@ void softmax_kernel(const scalar_t* values, const int64_t* offsets, int64_t batc
 }
 
 at::Tensor segment_softmax_cpu(const at::Tensor& values, const at::Tensor& offsets) {
-  check_segment_inputs(values, offsets);
+  check_segment_inputs(values, offsets, kSum);
+  check_offsets_contents(offsets, values.size(0));
   const at::Tensor input = values.contiguous();
   at::Tensor out = at::empty_like(input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "padkern_segment_softmax_cpu", [&] {

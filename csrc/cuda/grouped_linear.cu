@@ -27,6 +27,7 @@ __global__ void __launch_bounds__(kGemmThreads) grouped_linear_kernel(GroupedLin
                                         : sequence_span(args.offsets, b, args.row_limit);
   const int64_t bos = span.bos, length = span.length();
   const int64_t row0 = (tile - args.tile_starts[b]) * kTileRows, col0 = int64_t{blockIdx.y} * kTileCols;
+  if (row0 < 0 || row0 >= length) return;  // uniform across the block, before any barrier
   const T* input = static_cast<const T*>(args.input);
   const T* weight = static_cast<const T*>(args.weight) + b * args.w_stride_b;
   const T zero = from_acc<T>(A(0));

@@ -33,8 +33,14 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   at::Tensor pre = save ? at::zeros_like(out) : at::empty({0}, input.options());
   const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
   // Prefix over per-sequence row-tile counts, on the device: no host synchronisation.
-  const at::Tensor tiles = at::floor_divide(offsets.slice(0, 1) - offsets.slice(0, 0, batch) + (cuda::kTileRows - 1),
-                                            cuda::kTileRows);
+  // Tile counts from the lengths the kernel will use (clamped as sequence_span does), so
+  // the prefix is monotone and cannot overflow whatever the offsets hold.
+  const int64_t row_limit = padded ? input.size(1) : input.size(0);
+  const at::Tensor starts = offsets.slice(0, 0, batch), ends = offsets.slice(0, 1);
+  const at::Tensor lengths = padded ? (ends - starts).clamp(0, row_limit)
+                                    : at::maximum(ends.clamp(0, row_limit), starts.clamp(0, row_limit)) -
+                                          starts.clamp(0, row_limit);
+  const at::Tensor tiles = (lengths + (cuda::kTileRows - 1)).div(cuda::kTileRows, "floor");
   const at::Tensor tile_starts = at::cat({at::zeros({1}, offsets.options()), at::cumsum(tiles, 0)});
   const int64_t row_tiles = padded ? batch * ((input.size(1) + cuda::kTileRows - 1) / cuda::kTileRows)
                                    : (input.size(0) + cuda::kTileRows - 1) / cuda::kTileRows + batch;
@@ -58,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   args.w_stride_k = weight.stride(1);  // [N, K] and [B, K, N] alike
   args.w_stride_n = weight.dim() == 2 ? weight.stride(0) : weight.stride(2);
   args.row_tiles = row_tiles;
-  args.row_limit = padded ? input.size(1) : input.size(0);
+  args.row_limit = row_limit;
   args.padded = padded;
   args.activation = static_cast<int>(activation);
   C10_CUDA_CHECK(cuda::launch_grouped_linear(element_type(input), args, at::cuda::getCurrentCUDAStream()));
@@ -77,14 +83,8 @@ at::Tensor ragged_outer_bmm_cuda(const at::Tensor& x, const at::Tensor& y, const
   return out;
 }
 
-void check_segment_inputs(const at::Tensor& values, const at::Tensor& offsets) {
-  TORCH_CHECK(values.dim() == 2, "padkern: values must be [L, D], got shape ", values.sizes());
-  check_offsets_layout(offsets, values.device());
-}
-
 std::tuple<at::Tensor, at::Tensor> segment_reduce_cuda(const at::Tensor& values, const at::Tensor& offsets, int64_t mode) {
-  check_segment_inputs(values, offsets);
-  TORCH_CHECK(mode >= 0 && mode <= 2, "padkern: mode must be 0 (sum), 1 (mean) or 2 (max), got ", mode);
+  check_segment_inputs(values, offsets, mode);
   const c10::cuda::CUDAGuard guard(values.device());
   const at::Tensor input = values.contiguous();
   const int64_t batch = offsets.size(0) - 1, features = values.size(1);
@@ -98,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cuda(const at::Tensor& values,
 }
 
 at::Tensor segment_softmax_cuda(const at::Tensor& values, const at::Tensor& offsets) {
-  check_segment_inputs(values, offsets);
+  check_segment_inputs(values, offsets, 0);
   const c10::cuda::CUDAGuard guard(values.device());
   const at::Tensor input = values.contiguous();
   at::Tensor out = at::empty_like(input);

@@ -13,9 +13,9 @@ namespace {
 
 at::Tensor pad_cuda(const at::Tensor& values, const at::Tensor& offsets, int64_t total_length, double padding_value,
                     bool batch_first) {
+  TORCH_CHECK(values.is_cuda(), "padkern: values must be a CUDA tensor, got ", values.device());
   const c10::cuda::CUDAGuard guard(values.device());
-  TORCH_CHECK(total_length >= 0, "padkern: total_length must be non-negative, got ", total_length);
-  at::Tensor padded = empty_padded(values, offsets.size(0) - 1, total_length, batch_first);
+  at::Tensor padded = empty_padded(values, offsets, total_length, batch_first);
   const PaddingLayout layout = make_padding_layout(values, offsets, padded, batch_first);
   // The padding element's bytes in the values' dtype, read on the host.
   const at::Tensor fill = at::scalar_tensor(padding_value, values.options().device(at::kCPU));
@@ -25,11 +25,9 @@ at::Tensor pad_cuda(const at::Tensor& values, const at::Tensor& offsets, int64_t
 }
 
 at::Tensor unpad_cuda(const at::Tensor& padded, const at::Tensor& offsets, int64_t total_tokens, bool batch_first) {
+  TORCH_CHECK(padded.is_cuda(), "padkern: padded must be a CUDA tensor, got ", padded.device());
   const c10::cuda::CUDAGuard guard(padded.device());
-  TORCH_CHECK(total_tokens >= 0, "padkern: total_tokens must be non-negative, got ", total_tokens);
-  TORCH_CHECK(offsets.numel() > 1 || total_tokens == 0, "padkern: an empty batch has no tokens, got total_tokens ",
-              total_tokens);
-  at::Tensor values = at::empty({total_tokens, padded.size(2)}, padded.options());
+  at::Tensor values = empty_values(padded, offsets, total_tokens);
   const PaddingLayout layout = make_padding_layout(values, offsets, padded, batch_first);
   C10_CUDA_CHECK(cuda::launch_unpad(layout, padded.data_ptr(), values.data_ptr(), total_tokens,
                                     at::cuda::getCurrentCUDAStream()));

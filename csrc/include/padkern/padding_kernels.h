@@ -12,7 +12,8 @@ namespace cuda {
 cudaError_t launch_pad(const PaddingLayout& layout, const void* values, void* padded, const void* fill_element,
                        int element_size, cudaStream_t stream);
 
-// values[offsets[b] + t] = padded[b, t] for every real token.
+// values[offsets[b] + t] = padded[b, t] for every real token; zeros for a token past T
+// (possible only with invalid offsets).
 cudaError_t launch_unpad(const PaddingLayout& layout, const void* padded, void* values, int64_t total_tokens,
                          cudaStream_t stream);
 

@@ -16,7 +16,7 @@
 namespace padkern {
 
 struct PaddingLayout {
-  const int64_t* offsets;  // [B+1], validated at the boundary
+  const int64_t* offsets;  // [B+1]; contents unchecked on a GPU outside debug mode (see sequence_span)
   int64_t batch;           // B
   int64_t tokens;          // L: rows of values
   int64_t padded_length;   // T
@@ -54,7 +54,8 @@ PADKERN_HOST_DEVICE int64_t sequence_of_token(const int64_t* offsets, int64_t ba
 // are checked only in debug mode (a check costs a device-to-host copy per call), so every
 // CUDA kernel reads sequence bounds through this: whatever the offsets hold, it stays
 // inside its tensors. Valid offsets pass unchanged. For a padded tensor, rows = T bounds
-// the length instead: use padded_length_of.
+// the length instead: use padded_length_of. Rows no valid span covers are left unwritten:
+// invalid offsets give undefined values, never an access outside a tensor.
 struct SequenceSpan {
   int64_t bos, eos;
   PADKERN_HOST_DEVICE int64_t length() const { return eos - bos; }

@@ -20,7 +20,7 @@ inline void check_offsets_layout(const at::Tensor& offsets, const at::Device& de
   TORCH_CHECK(offsets.device() == device, "padkern: offsets must be on ", device, ", got ", offsets.device());
 }
 
-// The offsets contract (padkern/_validate.py) against `rows` tokens. Run by the CPU
+// The offsets contract (padkern/_validate.py) against `rows` tokens (negative: any). Run by the CPU
 // bindings, where reading the offsets is free; the CUDA kernels instead clamp every
 // sequence into its tensor (sequence_span in ragged_layout.h), so no host sync is needed.
 // `longest` bounds each length (a padded input's T), or is negative for no bound.
@@ -34,15 +34,8 @@ inline void check_offsets_contents(const at::Tensor& offsets, int64_t rows, int6
     TORCH_CHECK(longest < 0 || o[i] - o[i - 1] <= longest, "padkern: sequence ", i - 1, " has length ",
                 o[i] - o[i - 1], ", more than the padded length ", longest);
   }
-  TORCH_CHECK(o[count - 1] == rows, "padkern: offsets[-1] must equal the number of tokens ", rows, ", got ",
+  TORCH_CHECK(rows < 0 || o[count - 1] == rows, "padkern: offsets[-1] must equal the number of tokens ", rows, ", got ",
               o[count - 1]);
-}
-
-// Row-major strides, as a kernel indexing by pointer assumes. A zero-element tensor is
-// never read, whatever its strides.
-inline void check_contiguous(const at::Tensor& tensor, const char* name) {
-  TORCH_CHECK(tensor.numel() == 0 || tensor.is_contiguous(), "padkern: ", name,
-              " must be contiguous, got strides ", tensor.strides());
 }
 
 inline void check_shape(const at::Tensor& tensor, at::IntArrayRef expected, const char* name) {
@@ -53,6 +46,13 @@ inline void check_same_kind(const at::Tensor& tensor, const at::Tensor& like, co
   TORCH_CHECK(tensor.scalar_type() == like.scalar_type() && tensor.device() == like.device(), "padkern: ", name,
               " must be ", like.scalar_type(), " on ", like.device(), ", got ", tensor.scalar_type(), " on ",
               tensor.device());
+}
+
+// Segment ops: values [L, D] (read through a contiguous copy); mode 0 sum, 1 mean, 2 max.
+inline void check_segment_inputs(const at::Tensor& values, const at::Tensor& offsets, int64_t mode) {
+  TORCH_CHECK(values.dim() == 2, "padkern: values must be [L, D], got shape ", values.sizes());
+  check_offsets_layout(offsets, values.device());
+  TORCH_CHECK(mode >= 0 && mode <= 2, "padkern: mode must be 0 (sum), 1 (mean) or 2 (max), got ", mode);
 }
 
 // grouped_linear: input ragged [L, K] or padded [B, T, K] (any strides: the kernels take
