@@ -5,7 +5,7 @@ import importlib
 
 import torch
 
-BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm"]
+BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm", "bench_swap_in"]
 
 
 def main() -> None:

@@ -102,7 +102,11 @@ def check_same_device_dtype(reference: torch.Tensor, reference_name: str, **othe
         check_tensor(tensor, name)
         if tensor.device != reference.device:
             raise ValueError(f"{name} must be on {reference_name}'s device {reference.device}, got {tensor.device}")
-        if tensor.dtype != reference.dtype:
+        # Under torch.autocast floating dtypes may differ, as for torch's own ops: the
+        # Autocast kernels (padkern/ops/_autocast.py) cast them before any kernel runs.
+        mixed_under_autocast = (torch.is_autocast_enabled(reference.device.type) and tensor.is_floating_point()
+                                and reference.is_floating_point())
+        if tensor.dtype != reference.dtype and not mixed_under_autocast:
             raise TypeError(f"{name} must have {reference_name}'s dtype {reference.dtype}, got {tensor.dtype}")
 
 

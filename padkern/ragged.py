@@ -47,6 +47,7 @@ class Ragged(NamedTuple):
         Any mask is accepted, left-padded or with holes: each sequence keeps its
         real tokens in their order.
         """
+        _validate.check_tensor(x, "x")
         _validate.check_tensor(mask, "mask")
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be bool, got {mask.dtype}")
@@ -99,6 +100,8 @@ class Ragged(NamedTuple):
     @classmethod
     def from_packed(cls, packed: PackedSequence) -> "Ragged":
         """From a ``PackedSequence``, back in the original (unsorted) batch order."""
+        if not isinstance(packed, PackedSequence):
+            raise TypeError(f"packed must be a torch.nn.utils.rnn.PackedSequence, got {type(packed).__name__}")
         offsets, rows = packed_layout(packed)
         values = packed.data.new_empty((int(offsets[-1]),) + packed.data.shape[1:])
         values = values.index_copy(0, rows.to(packed.data.device), packed.data)

@@ -26,7 +26,7 @@ IN_WORKER = os.environ.get("PADKERN_ISOLATED_WORKER") == "1"
 TIMEOUT_S = 120
 # A kernel that misreads offsets can ask for terabytes; the address-space cap turns that
 # into an allocation error instead of the OOM killer (the machine has no swap).
-ADDRESS_SPACE_LIMIT = 48 << 30
+ADDRESS_SPACE_LIMIT = 16 << 30
 _HEADER = struct.Struct("<Q")
 
 
@@ -171,15 +171,18 @@ def run_in_child(module_name, qualname, args=(), kwargs=None, timeout=TIMEOUT_S)
         raise ChildProcessFailure(f"failed in the child process:\n{detail}")
 
 
-def isolated(test):
-    """Decorator: the test body runs in the worker; pytest sees the same signature."""
+def isolated(test=None, *, timeout=TIMEOUT_S):
+    """Decorator (``@isolated`` or ``@isolated(timeout=s)``): the test body runs in the
+    worker; pytest sees the same signature."""
+    if test is None:
+        return lambda body: isolated(body, timeout=timeout)
     if IN_WORKER:
         return test
 
     @functools.wraps(test)
     def in_child(*args, **kwargs):
         __tracebackhide__ = True
-        run_in_child(test.__module__, test.__qualname__, args, kwargs)
+        run_in_child(test.__module__, test.__qualname__, args, kwargs, timeout)
 
     in_child.__isolated_body__ = test
     return in_child

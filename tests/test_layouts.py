@@ -126,9 +126,9 @@ def test_tensor_layout(device_backend, op, layout):
     variant = dict(inputs, **variants)
     found = mismatches(op, variant, contiguous_copy(variant), backend, upstream)
     if found and not zero:
+        dense = contiguous_copy(variant)
         culprits = [name for name in spec.floats
-                    if mismatches(op, dict(contiguous_copy(variant), **{name: variants[name]}), contiguous_copy(variant),
-                                  backend, upstream_in(None))]
+                    if mismatches(op, dict(dense, **{name: variants[name]}), dense, backend, upstream_in(None))]
         found.insert(0, f"mishandled alone: {culprits or 'none (only the upstream gradient layout, or combined)'}")
     assert not found, f"{layout}: " + "; ".join(found)
 

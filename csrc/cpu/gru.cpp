@@ -11,6 +11,7 @@
 
 #include "padkern/rnn_cells.h"
 #include "padkern/tensor_checks.h"
+#include "reduced_precision.h"
 #include "rnn_schedule.h"
 
 namespace padkern {
@@ -102,6 +103,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cpu(
   check_same_kind(b_hh, gates_x, "b_hh");
   check_shape(b_hh, {3 * hidden}, "b_hh");
   check_offsets_contents(offsets, tokens);
+  if (is_reduced_float(gates_x)) {
+    return run_in_float32(gru_recurrence_cpu, gates_x.scalar_type(), gates_x, offsets, w_hh, b_hh, h0, reverse,
+                          save_for_backward);
+  }
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
   at::Tensor h_n = at::empty_like(h0);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 3 * hidden}, gates_x.options());
@@ -160,6 +165,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cpu(
                            {output, "output", tokens, hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
                            {h0, "h0", batch, hidden}});
   check_offsets_contents(offsets, tokens);
+  if (is_reduced_float(grad_output)) {
+    return run_in_float32(gru_recurrence_backward_cpu, grad_output.scalar_type(), grad_output, grad_h_n, saved_gates,
+                          saved_hh_n, output, offsets, w_hh, h0, reverse);
+  }
   at::Tensor grad_gates_x = at::empty({grad_output.size(0), 3 * hidden}, grad_output.options());
   at::Tensor grad_gates_hh = at::empty_like(grad_gates_x);
   at::Tensor grad_h0 = at::empty_like(h0);

@@ -13,6 +13,7 @@
 
 #include "padkern/rnn_cells.h"
 #include "padkern/tensor_checks.h"
+#include "reduced_precision.h"
 #include "rnn_schedule.h"
 
 namespace padkern {
@@ -107,6 +108,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
   check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 4 * hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
                                              {h0, "h0", batch, hidden}, {c0, "c0", batch, hidden}});
   check_offsets_contents(offsets, tokens);
+  if (is_reduced_float(gates_x)) {
+    return run_in_float32(lstm_recurrence_cpu, gates_x.scalar_type(), gates_x, offsets, w_hh, h0, c0, reverse,
+                          save_for_backward);
+  }
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
   at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 4 * hidden}, gates_x.options());
@@ -167,6 +172,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cpu(
                            {saved_cell, "cell", tokens, hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
                            {c0, "c0", batch, hidden}});
   check_offsets_contents(offsets, tokens);
+  if (is_reduced_float(grad_output)) {
+    return run_in_float32(lstm_recurrence_backward_cpu, grad_output.scalar_type(), grad_output, grad_h_n, grad_c_n,
+                          saved_gates, saved_cell, offsets, w_hh, c0, reverse);
+  }
   at::Tensor grad_gates = at::empty({grad_output.size(0), 4 * hidden}, grad_output.options());
   at::Tensor grad_h0 = at::empty_like(c0), grad_c0 = at::empty_like(c0);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();

@@ -3,12 +3,14 @@ names and return shapes, computed on the ragged layout end to end (no padding
 between layers, no sorting, zero-length sequences allowed).
 
 ``forward(input, hx=None, lengths=None)`` takes a :class:`padkern.Ragged`, a
-``PackedSequence``, or a padded tensor (``lengths`` [B]; all full length when
-omitted) and returns the output in the form it was given plus ``h_n`` (and ``c_n``)
-shaped ``[num_layers * num_directions, B, H]`` in the caller's batch order.
+``PackedSequence``, a padded tensor (``lengths`` [B]; all full length when omitted) or
+one unbatched sequence ``[T, input_size]``, and returns the output in the form it was
+given plus ``h_n`` (and ``c_n``) shaped ``[num_layers * num_directions, B, H]`` (``[..., H]``
+without B for unbatched input) in the caller's batch order.
 """
 import math
 import numbers
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,11 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import ops
 from ..ragged import Ragged
+
+
+class HiddenSizeError(RuntimeError, ValueError):
+    """A wrong hx shape: a RuntimeError as torch.nn raises, and a ValueError as padkern's
+    other shape errors."""
 
 
 class _RaggedRNN(nn.Module):
@@ -33,6 +40,10 @@ class _RaggedRNN(nn.Module):
                 raise ValueError(f"{name} must be greater than zero, got {value}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            # torch.nn's warning, word for word.
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
         self.backend = backend
@@ -49,6 +60,31 @@ class _RaggedRNN(nn.Module):
                     setattr(self, f"bias_ih_{name}", nn.Parameter(torch.empty(gate_rows, **factory)))
                     setattr(self, f"bias_hh_{name}", nn.Parameter(torch.empty(gate_rows, **factory)))
         self.reset_parameters()
+
+    # ----- torch.nn.RNNBase's parameter views ------------------------------------------
+    @property
+    def _flat_weights_names(self):
+        names = []
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse")[:self.num_directions]:
+                kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
+                names += [f"{kind}_l{layer}{suffix}" for kind in kinds]
+        return names
+
+    @property
+    def _flat_weights(self):
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self):
+        """Per layer and direction, its parameters (as torch.nn's ``all_weights``)."""
+        per_cell = 4 if self.bias else 2
+        flat = self._flat_weights
+        return [flat[i:i + per_cell] for i in range(0, len(flat), per_cell)]
+
+    def flatten_parameters(self) -> None:
+        """A no-op: padkern's kernels read each parameter where it is (torch.nn compacts them
+        into one buffer for cuDNN). Kept so code written for torch.nn runs unchanged."""
 
     def reset_parameters(self) -> None:
         # torch.nn.LSTM/GRU's initialisation.
@@ -85,8 +121,12 @@ class _RaggedRNN(nn.Module):
         if isinstance(input, PackedSequence):
             self._check_input_size(input.data)
             return Ragged.from_packed(input), ("packed", input)
-        if not isinstance(input, torch.Tensor) or input.dim() != 3:
-            raise TypeError("input must be a padkern.Ragged, a PackedSequence, or a padded 3-D tensor")
+        if not isinstance(input, torch.Tensor):
+            raise TypeError("input must be a padkern.Ragged, a PackedSequence, or a padded 3-D tensor, "
+                            f"got {type(input).__name__}")
+        if input.dim() != 3:
+            # torch.nn's message.
+            raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         self._check_input_size(input)
         batch, steps = (input.shape[0], input.shape[1]) if self.batch_first else (input.shape[1], input.shape[0])
         if lengths is None:
@@ -109,12 +149,33 @@ class _RaggedRNN(nn.Module):
         states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
         if len(states) != count:
             raise ValueError(f"hx must hold {count} tensor(s), got {len(states)}")
-        for state in states:
+        for index, state in enumerate(states):
             if tuple(state.shape) != shape:
-                raise ValueError(f"hx must have shape {shape}, got {tuple(state.shape)}")
+                # torch.nn's message; a ValueError as well, for code written against padkern.
+                which = f"hidden[{index}]" if count == 2 else "hidden"
+                raise HiddenSizeError(f"Expected {which} size {shape}, got {list(state.shape)} "
+                                      f"(hx must have shape {shape}, got {tuple(state.shape)})")
         return states
 
+    def _run_unbatched(self, input, hx, state_count, cell):
+        """One sequence [T, input_size] (hx [layers*directions, H]): a batch of one."""
+        if hx is not None:
+            states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
+            if any(state.dim() != 2 for state in states):  # torch.nn's messages
+                if len(states) == 2:
+                    raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but got "
+                                       f"({states[0].dim()}-D, {states[1].dim()}-D) tensors")
+                raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {states[0].dim()}-D tensor")
+            hx = [state.unsqueeze(1) for state in states]
+        batch_dim = 0 if self.batch_first else 1
+        output, finals = self._run(input.unsqueeze(batch_dim), hx, None, state_count, cell)
+        return output.squeeze(batch_dim), [final.squeeze(1) for final in finals]
+
     def _run(self, input, hx, lengths, state_count, cell):
+        if isinstance(input, torch.Tensor) and input.dim() == 2:
+            if lengths is not None:
+                raise ValueError("lengths must be None for unbatched 2-D input (one sequence of all its rows)")
+            return self._run_unbatched(input, hx, state_count, cell)
         ragged, form = self._to_ragged(input, lengths)
         states = self._initial_states(hx, ragged.batch_size, ragged.values, state_count)
         values, finals = ragged.values, [[] for _ in range(state_count)]

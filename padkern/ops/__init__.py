@@ -4,6 +4,10 @@ from .linear import masked_linear, ragged_bmm, ragged_linear, ragged_outer_bmm
 from .padding import pad, unpad
 from .rnn import GRUOutput, LSTMOutput, gru, lstm
 from .segment import segment_max, segment_mean, segment_softmax, segment_sum
+from . import _autocast
+from .._extension import TRITON_MISSING
+
+_autocast.register_all(triton_available=TRITON_MISSING is None)
 
 __all__ = ["GRUOutput", "LSTMOutput", "gru", "lstm", "masked_linear", "pad", "ragged_bmm", "ragged_linear",
            "ragged_outer_bmm", "segment_max", "segment_mean", "segment_softmax", "segment_sum", "unpad"]

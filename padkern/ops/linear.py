@@ -45,7 +45,8 @@ def activation_backward(grad, preactivation, activation: int):
         return grad
     z = preactivation
     if activation == 1:
-        return grad * (z > 0).to(grad.dtype)
+        # torch.relu's rule: zero where z <= 0, the gradient elsewhere (NaN included).
+        return torch.where(z <= 0, torch.zeros_like(grad), grad)
     if activation == 2:
         cdf = 0.5 * (1.0 + torch.erf(z * 0.7071067811865476))
         return grad * (cdf + z * torch.exp(-0.5 * z * z) * 0.3989422804014327)
@@ -118,6 +119,10 @@ def _ops(backend: str):
     return _TRITON if backend == "triton" else _NATIVE
 
 
+def _dense_or_none(tensor):
+    return None if tensor is None else _validate.dense(tensor)
+
+
 def _check_activation(activation) -> int:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
@@ -125,6 +130,7 @@ def _check_activation(activation) -> int:
 
 
 def _check_weight(weight, bias, reference_tensor, in_features, name="weight"):
+    _validate.check_tensor(weight, name)
     _validate.check_same_device_dtype(reference_tensor, "x", **{name: weight, "bias": bias})
     if weight.dim() != 2 or weight.shape[1] != in_features:
         raise ValueError(f"{name} must be [out_features, {in_features}], got shape {tuple(weight.shape)}")
@@ -177,7 +183,7 @@ def masked_linear(x, lengths, weight, bias=None, *, offsets=None, activation=Non
         out = reference.masked_linear(bx, lengths, weight, bias, activation)
     else:
         save = needs_grad(x, weight, bias)
-        out = _ops(name)[0](bx, offsets, _validate.dense(weight), bias, act, save, total_tokens)[0]
+        out = _ops(name)[0](bx, offsets, _validate.dense(weight), _dense_or_none(bias), act, save, total_tokens)[0]
     return out if batch_first else out.transpose(0, 1)
 
 
@@ -201,7 +207,8 @@ def ragged_linear(values, weight, bias=None, *, offsets=None, activation=None, b
     if name == "reference":
         out = reference.ragged_linear(values, weight, bias, activation)
     else:
-        out = _ops(name)[0](values, offsets, weight, bias, act, needs_grad(values, weight, bias), values.shape[0])[0]
+        out = _ops(name)[0](values, offsets, weight, _dense_or_none(bias), act, needs_grad(values, weight, bias),
+                            values.shape[0])[0]
     return Ragged(out, ragged.offsets) if ragged is not None else out
 
 
@@ -211,6 +218,7 @@ def ragged_bmm(values, offsets, weights, *, backend: Optional[str] = None):
     if values.dim() != 2:
         raise ValueError(f"values must be [L, K], got shape {tuple(values.shape)}")
     offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
+    _validate.check_tensor(weights, "weights")
     _validate.check_same_device_dtype(values, "values", weights=weights)
     batch = offsets.shape[0] - 1
     if weights.dim() != 3 or weights.shape[0] != batch or weights.shape[1] != values.shape[1]:
@@ -224,6 +232,7 @@ def ragged_bmm(values, offsets, weights, *, backend: Optional[str] = None):
 def ragged_outer_bmm(x_values, y_values, offsets, *, backend: Optional[str] = None):
     """Per sequence ``x_b^T @ y_b``: x [L, M], y [L, N] -> [B, M, N] (zeros for an empty sequence)."""
     _validate.check_tensor(x_values, "x_values")
+    _validate.check_tensor(y_values, "y_values")
     if x_values.dim() != 2 or y_values.dim() != 2 or x_values.shape[0] != y_values.shape[0]:
         raise ValueError(f"x_values and y_values must be [L, M] and [L, N] with the same L, got "
                          f"{tuple(x_values.shape)} and {tuple(y_values.shape)}")

@@ -62,7 +62,8 @@ def _register(reduce_op, softmax_op):
     def softmax_backward(ctx, grad):
         offsets, y = ctx.saved_tensors
         seq, _ = token_coordinates(offsets, y.shape[0])
-        weighted = reduce_op(grad * y, offsets, MODES["sum"])[0]
+        # grad arrives in any layout; the reduction kernels read row-major values.
+        weighted = reduce_op(_validate.dense(grad * y), offsets, MODES["sum"])[0]
         return y * (grad - weighted[seq]), None
 
     torch.library.register_autograd(reduce_op, reduce_backward, setup_context=reduce_setup)
@@ -84,8 +85,8 @@ def _prepare(values, offsets):
 
 
 def _reduce(values, offsets, mode: str, backend):
-    features = values.shape[1:]
     flat, offsets = _prepare(values, offsets)
+    features = values.shape[1:]
     name = _backend.resolve(backend, values.device)
     if name == "reference":
         out = getattr(reference, f"segment_{mode}")(flat, offsets)

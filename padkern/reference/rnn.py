@@ -9,23 +9,38 @@ from .padding import token_coordinates
 
 
 def _step_tokens(offsets, steps, reverse):
-    """[steps, B] token index of step t of each sequence (clamped where it has ended), and [steps, B] activity."""
+    """[steps, B] token index of step t of each sequence (L where it has ended: a zero row
+    appended to the inputs), and [steps, B] activity."""
     lengths = offsets[1:] - offsets[:-1]
     t = torch.arange(steps, device=offsets.device)[:, None]
     tokens = offsets[1:][None, :] - 1 - t if reverse else offsets[:-1][None, :] + t
-    return tokens.clamp(min=0), t < lengths[None, :]
+    active = t < lengths[None, :]
+    return torch.where(active, tokens, offsets[-1]), active
 
 
-def _recur(gates_x, offsets, h0, step, reverse):
-    """Run `step(token_index, state) -> (new_state, h)` over the batch; collect h rows per token."""
+def zero_of(*tensors):
+    """An exact 0 that depends on every tensor given (None skipped), each of which then gets
+    an exact zero gradient: an empty slice sums to 0 whatever the tensor holds, NaN included."""
+    return sum(t[:0].sum() for t in tensors if t is not None)
+
+
+def _recur(gates_x, offsets, h0, step, reverse, parameters):
+    """Run `step(gates_x rows, state) -> (new_state, h)` over the batch; collect h rows per token.
+
+    A sequence that has ended computes its step on a zero input row and a zero state, and
+    keeps its old state: nothing of another sequence's tokens (NaN included) can reach its
+    values or its gradients, as in the kernels, which never touch them.
+    """
     total = gates_x.shape[0]
     lengths = offsets[1:] - offsets[:-1]
     steps = int(lengths.max()) if lengths.numel() > 0 else 0
     tokens, active = _step_tokens(offsets, steps, reverse)
+    inputs = torch.cat([gates_x, gates_x.new_zeros((1, gates_x.shape[1]))])
     state, rows, outputs = h0, [], []
     for t in range(steps):
-        new_state, h = step(tokens[t].clamp(max=max(total - 1, 0)), state)
         keep = active[t][:, None]
+        running = tuple(torch.where(keep, s, torch.zeros_like(s)) for s in state)
+        new_state, h = step(inputs[tokens[t]], running)
         state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
         rows.append(tokens[t][active[t]])
         outputs.append(h[active[t]])
@@ -33,9 +48,9 @@ def _recur(gates_x, offsets, h0, step, reverse):
     if outputs:
         out = gates_x.new_zeros((total, hidden)).index_copy(0, torch.cat(rows), torch.cat(outputs))
         return out, state
-    # No step ran (L = 0): the outputs are still functions of the inputs, with zero
-    # derivative, and stay in the autograd graph as the kernels' outputs do.
-    anchor = gates_x.sum() * 0
+    # No step ran (L = 0): the outputs are still functions of the inputs and parameters,
+    # with zero derivative, and stay in the autograd graph as the kernels' outputs do.
+    anchor = zero_of(gates_x, *parameters)
     return gates_x[:, :hidden] + anchor, tuple(s + anchor for s in state)
 
 
@@ -45,14 +60,14 @@ def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False):
     if b_ih is not None:
         gates_x = gates_x + b_ih + b_hh
 
-    def step(tokens, state):
+    def step(x, state):
         h, c = state
-        i, f, g, o = (gates_x[tokens] + h @ w_hh.t()).chunk(4, 1)
+        i, f, g, o = (x + h @ w_hh.t()).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return (h, c), h
 
-    out, (h_n, c_n) = _recur(gates_x, offsets, (h0, c0), step, reverse)
+    out, (h_n, c_n) = _recur(gates_x, offsets, (h0, c0), step, reverse, (w_hh,))
     return out, h_n, c_n
 
 
@@ -62,19 +77,19 @@ def gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse=False):
     if b_ih is not None:
         gates_x = gates_x + b_ih
 
-    def step(tokens, state):
+    def step(x, state):
         (h,) = state
         hh = h @ w_hh.t()
         if b_hh is not None:
             hh = hh + b_hh
-        x_r, x_z, x_n = gates_x[tokens].chunk(3, 1)
+        x_r, x_z, x_n = x.chunk(3, 1)
         hh_r, hh_z, hh_n = hh.chunk(3, 1)
         r, z = torch.sigmoid(x_r + hh_r), torch.sigmoid(x_z + hh_z)
         n = torch.tanh(x_n + r * hh_n)
         h = (1 - z) * n + z * h
         return (h,), h
 
-    out, (h_n,) = _recur(gates_x, offsets, (h0,), step, reverse)
+    out, (h_n,) = _recur(gates_x, offsets, (h0,), step, reverse, (w_hh, b_hh))
     return out, h_n
 
 

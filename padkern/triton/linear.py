@@ -25,7 +25,7 @@ BLOCK_M = 64
 @triton.jit
 def _activate(z, ACT: tl.constexpr):
     if ACT == 1:
-        z = tl.maximum(z, 0.0)
+        z = tl.where(z < 0.0, 0.0, z)  # NaN propagates, as torch.relu
     elif ACT == 2:
         z = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
     elif ACT == 3:
@@ -50,13 +50,17 @@ def _find_sequence(p_starts, B, i_tile):
     return lo
 
 
+# What a GPU autotunes the grouped matmul over.
+AUTOTUNE_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+                    for n, k, w, s in ((64, 32, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 4), (256, 32, 8, 3))]
+
+
 def _grouped_linear_configs():
     # One config under the interpreter, or when PADKERN_TRITON_AUTOTUNE=0 (test runs on a GPU:
     # every new shape would otherwise compile and time all the configs).
     if triton_interpreted() or os.environ.get("PADKERN_TRITON_AUTOTUNE", "1") == "0":
         return [triton.Config({"BLOCK_N": 32 if triton_interpreted() else 64, "BLOCK_K": 32}, num_warps=4)]
-    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-            for n, k, w, s in ((64, 32, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 4), (256, 32, 8, 3))]
+    return AUTOTUNE_CONFIGS
 
 
 @triton.autotune(configs=_grouped_linear_configs(), key=["N", "K", "PADDED", "ACT"])

@@ -15,7 +15,9 @@ namespace padkern {
 // call per element made the CPU gate loop 2x slower than its GEMMs). Cephes' range
 // reduction e^x = 2^n e^r, |r| <= ln2/2, then a polynomial (float: ~1 ulp) or Pade
 // approximant (double: ~1e-16 relative) of e^r, and 2^n built in the exponent bits.
+// exp(+inf) stays inf (so silu(-inf) = -inf * sigmoid(-inf) is NaN, as in torch).
 PADKERN_HOST_DEVICE float host_exp(float x) {
+  const float input = x;
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float z = x * 1.44269504088896341f;
   const int32_t n = static_cast<int32_t>(z + (z >= 0.0f ? 0.5f : -0.5f));
@@ -31,10 +33,11 @@ PADKERN_HOST_DEVICE float host_exp(float x) {
   const int32_t bits = (n + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return e_r * scale;
+  return input == INFINITY ? input : e_r * scale;
 }
 
 PADKERN_HOST_DEVICE double host_exp(double x) {
+  const double input = x;
   x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
   const double z = x * 1.4426950408889634073599;
   const int64_t n = static_cast<int64_t>(z + (z >= 0.0 ? 0.5 : -0.5));
@@ -48,7 +51,7 @@ PADKERN_HOST_DEVICE double host_exp(double x) {
   const int64_t bits = (n + 1023) << 52;
   double scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return e_r * scale;
+  return input == INFINITY ? input : e_r * scale;
 }
 #endif
 
@@ -107,7 +110,7 @@ enum Activation : int { kIdentity = 0, kRelu = 1, kGelu = 2, kSilu = 3 };
 
 template <int Act, typename A>
 PADKERN_HOST_DEVICE A activate(A z) {
-  if (Act == kRelu) return z > A(0) ? z : A(0);
+  if (Act == kRelu) return z < A(0) ? A(0) : z;  // NaN propagates, as torch.relu
   if (Act == kGelu) return A(0.5) * z * (A(1) + erf_of(z * A(0.70710678118654752440)));
   if (Act == kSilu) return z * sigmoid_of(z);
   return z;
