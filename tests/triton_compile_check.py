@@ -104,7 +104,7 @@ def grouped_linear_cases(lengths, features, dtype):
     values, offsets = ragged(lengths, features, dtype, grad=True)
     weight = torch.randn(features, features).to(dtype).requires_grad_()
     bias = torch.randn(features).to(dtype).requires_grad_()
-    # masked_linear: a padded batch, batch-first and time-major (a transposed view)
+    # masked_linear: a padded batch
     padded = torch.randn(len(lengths), max(lengths), features).to(dtype).requires_grad_()
     linear.grouped_linear_triton(padded, offsets, weight, bias, 1, True, values.shape[0])[0].sum().backward()
     # ragged_linear

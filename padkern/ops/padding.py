@@ -95,7 +95,7 @@ def pad(values, offsets, total_length=None, padding_value=0.0, batch_first=True,
             total_length = operator.index(total_length)
         except TypeError:
             raise TypeError(f"total_length must be an int, got {type(total_length).__name__}") from None
-    elif _validate.contents_checked(offsets) and lengths.numel() > 0 and int(lengths.max()) > total_length:
+    if _validate.contents_checked(offsets) and lengths.numel() > 0 and int(lengths.max()) > total_length:
         raise ValueError(f"total_length must be at least the longest sequence {int(lengths.max())}, got {total_length}")
     if total_length < 0:
         raise ValueError(f"total_length must be non-negative, got {total_length}")

@@ -95,7 +95,8 @@ def _grouped_linear_kernel(
             m_k = o_k < K
             b_a = tl.load(p_in + row_in[:, None] + o_k[None, :] * stride_in_k, mask=m_m[:, None] & m_k[None, :], other=0.0)
             b_w = tl.load(p_w_b + o_k[:, None] * stride_wk + o_n[None, :] * stride_wn, mask=m_k[:, None] & m_n[None, :], other=0.0)
-            acc = tl.dot(b_a, b_w, acc, input_precision=PRECISION)
+            # out_dtype named: triton 3.6 checks an fp64 accumulator against its fp32 default.
+            acc = tl.dot(b_a, b_w, acc, input_precision=PRECISION, out_dtype=ACC)
         if HAS_BIAS:
             acc += tl.load(p_bias + o_n, mask=m_n, other=0.0).to(acc.dtype)[None, :]
         m_out = m_m[:, None] & m_n[None, :]
@@ -199,7 +200,7 @@ def _ragged_outer_bmm_kernel(
         m_t = o_t < eos
         b_xt = tl.load(p_x + o_t[None, :] * stride_x + o_m[:, None], mask=m_m[:, None] & m_t[None, :], other=0.0)
         b_y = tl.load(p_y + o_t[:, None] * stride_y + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0)
-        acc = tl.dot(b_xt, b_y, acc, input_precision=PRECISION)
+        acc = tl.dot(b_xt, b_y, acc, input_precision=PRECISION, out_dtype=ACC)
     p_dst = p_out + i_b * stride_ob + o_m[:, None] * stride_om + o_n[None, :]
     tl.store(p_dst, acc.to(p_out.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
 
