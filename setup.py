@@ -81,7 +81,11 @@ def extensions() -> list:
                 include_dirs=INCLUDE + cuda_toolkit_includes(),
                 extra_compile_args={
                     "cxx": ["-O3"],
-                    "nvcc": ["-O3", "-std=c++17", "-lineinfo"] + cuda_arch_flags(),
+                    # Spills show in the build log. tests/cuda_resources.py prints registers,
+                    # spills and shared memory per kernel, and CI fails on any spill for sm_90;
+                    # on sm_80 the float64 GRU forward and the exact-float32 SIMT matmul spill
+                    # a few bytes, so the build itself does not stop on them.
+                    "nvcc": ["-O3", "-std=c++17", "-lineinfo", "-Xptxas=-warn-spills"] + cuda_arch_flags(),
                 },
             )
         )

@@ -1,100 +1,198 @@
-// CUDA grouped matmuls over ragged batches (see tile_gemm.cuh for the main loop).
+// CUDA grouped matmuls over ragged batches. Main loops: mma_pipeline.cuh (tensor cores:
+// half, bfloat16, float as TF32) and simt_tile_gemm.cuh (exact float, double).
 //
 // grouped_linear: block (x = row tile, y = column tile). Row tiles come from a prefix
-// over per-sequence tile counts (tile_starts, built on the device): a block finds its
-// sequence by binary search, reads that sequence's real rows straight from the padded
-// or ragged input (never a packed copy) and writes straight into the output layout,
-// with bias and activation fused into the epilogue. Blocks past the last tile exit.
+// over per-sequence tile counts (tile_starts, built on the device in the tile shape
+// args.tiles names): a block finds its sequence by binary search, reads that sequence's
+// real rows straight from the padded or ragged input (never a packed copy) and writes
+// straight into the output layout, with bias and activation fused into the epilogue.
+// Blocks past the last tile exit.
 //
 // ragged_outer_bmm: block (x = sequence, y = output tile) reduces over that sequence's
 // rows: out[b] = x_b^T @ y_b.
+#include <type_traits>
+
+#include "mma_pipeline.cuh"
 #include "padkern/ragged_layout.h"
 #include "padkern/scalar_math.h"
-#include "tile_gemm.cuh"
+#include "simt_tile_gemm.cuh"
 
 namespace padkern {
 namespace cuda {
 namespace {
 
-template <typename T, typename A, int Act>
-__global__ void __launch_bounds__(kGemmThreads) grouped_linear_kernel(GroupedLinearArgs args) {
-  __shared__ __align__(32) CTile<A> c_tile;
-  const int64_t tile = blockIdx.x;
-  if (tile >= args.tile_starts[args.batch]) return;  // the whole block leaves together
-  const int64_t b = sequence_of_token(args.tile_starts, args.batch, tile);
-  // Padded input: rows [0, length) of sequence b (bos unused); ragged: rows [bos, bos + length).
+template <typename T>
+constexpr bool kHalfPrecision = std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value;
+
+// The rows of one sequence a grouped_linear block computes: [row0, row0 + tile rows) of
+// sequence b, which spans [bos, bos + length) of a ragged input (bos = 0 when padded).
+struct RowTile {
+  int64_t b, bos, length, row0;
+};
+
+// False when the block has no rows; the answer is the same for every thread of the
+// block, so it may return before any barrier.
+__device__ __forceinline__ bool find_row_tile(const GroupedLinearArgs& args, int tile_rows, RowTile& tile) {
+  const int64_t index = blockIdx.x;
+  if (index >= args.tile_starts[args.batch]) return false;
+  const int64_t b = sequence_of_token(args.tile_starts, args.batch, index);
   const SequenceSpan span = args.padded ? SequenceSpan{0, padded_length_of(args.offsets, b, args.row_limit)}
                                         : sequence_span(args.offsets, b, args.row_limit);
-  const int64_t bos = span.bos, length = span.length();
-  const int64_t row0 = (tile - args.tile_starts[b]) * kTileRows, col0 = int64_t{blockIdx.y} * kTileCols;
-  if (row0 < 0 || row0 >= length) return;  // uniform across the block, before any barrier
+  tile = {b, span.bos, span.length(), (index - args.tile_starts[b]) * tile_rows};
+  return tile.row0 >= 0 && tile.row0 < tile.length;
+}
+
+__device__ __forceinline__ int64_t input_row(const GroupedLinearArgs& args, const RowTile& tile, int64_t row) {
+  return args.padded ? tile.b * args.in_stride_b + row * args.in_stride_t : (tile.bos + row) * args.in_stride_t;
+}
+
+// Bias, activation and the stores of one output element (row of the sequence, column).
+template <typename T, typename A, int Act>
+__device__ __forceinline__ void store_output(const GroupedLinearArgs& args, const RowTile& tile, int64_t row,
+                                             int64_t col, A dot) {
+  if (row >= tile.length || col >= args.features_out) return;
+  const T* bias = static_cast<const T*>(args.bias);
+  const A z = dot + (bias != nullptr ? to_acc<A>(bias[col]) : A(0));
+  const int64_t at =
+      (args.padded ? tile.b * args.out_stride_b + row * args.out_stride_t : (tile.bos + row) * args.out_stride_t) + col;
+  if (args.preactivation != nullptr) static_cast<T*>(args.preactivation)[at] = from_acc<T>(z);
+  static_cast<T*>(args.output)[at] = from_acc<T>(activate<Act, A>(z));
+}
+
+template <typename T, int TileRows, int Act>
+__global__ void __launch_bounds__(kMmaThreads) grouped_linear_mma_kernel(GroupedLinearArgs args) {
+  RowTile tile;
+  if (!find_row_tile(args, TileRows, tile)) return;
+  const int64_t col0 = int64_t{blockIdx.y} * kMmaTileCols;
+  const MmaOperand<T> a{static_cast<const T*>(args.input) + input_row(args, tile, tile.row0), args.in_stride_t,
+                        args.in_stride_k, tile.length - tile.row0, args.input_vectorized};
+  const MmaOperand<T> b{static_cast<const T*>(args.weight) + tile.b * args.w_stride_b + col0 * args.w_stride_n,
+                        args.w_stride_n, args.w_stride_k, args.features_out - col0, args.weight_vectorized};
+  mma_tile_gemm<T, TileRows>(a, b, args.features_in, [&](int r, int c, float dot) {
+    store_output<T, float, Act>(args, tile, tile.row0 + r, col0 + c, dot);
+  });
+}
+
+template <typename T, typename A, int Act>
+__global__ void __launch_bounds__(kSimtThreads) grouped_linear_simt_kernel(GroupedLinearArgs args) {
+  __shared__ CTile<A> c_tile;
+  RowTile tile;
+  if (!find_row_tile(args, kSimtTileRows, tile)) return;
+  const int64_t col0 = int64_t{blockIdx.y} * kSimtTileCols;
   const T* input = static_cast<const T*>(args.input);
-  const T* weight = static_cast<const T*>(args.weight) + b * args.w_stride_b;
+  const T* weight = static_cast<const T*>(args.weight) + tile.b * args.w_stride_b;
   const T zero = from_acc<T>(A(0));
-  auto input_row = [&](int64_t row) { return args.padded ? b * args.in_stride_b + row * args.in_stride_t
-                                                          : (bos + row) * args.in_stride_t; };
-  auto output_row = [&](int64_t row) { return args.padded ? b * args.out_stride_b + row * args.out_stride_t
-                                                           : (bos + row) * args.out_stride_t; };
   auto load_a = [&](int r, int64_t k) -> T {
-    const int64_t row = row0 + r;
-    return (row < length && k < args.features_in) ? input[input_row(row) + k * args.in_stride_k] : zero;
+    const int64_t row = tile.row0 + r;
+    return (row < tile.length && k < args.features_in) ? input[input_row(args, tile, row) + k * args.in_stride_k]
+                                                        : zero;
   };
   auto load_b = [&](int64_t k, int c) -> T {
     const int64_t col = col0 + c;
     return (k < args.features_in && col < args.features_out) ? weight[k * args.w_stride_k + col * args.w_stride_n]
                                                              : zero;
   };
-  tile_gemm<T, A>(load_a, load_b, args.features_in, c_tile);
-
-  const T* bias = static_cast<const T*>(args.bias);
-  T* output = static_cast<T*>(args.output);
-  T* preactivation = static_cast<T*>(args.preactivation);
-  for (int i = threadIdx.x; i < kTileRows * kTileCols; i += kGemmThreads) {
-    const int64_t row = row0 + i / kTileCols, col = col0 + i % kTileCols;
-    if (row >= length || col >= args.features_out) continue;
-    const A z = c_tile[i / kTileCols][i % kTileCols] + (bias != nullptr ? to_acc<A>(bias[col]) : A(0));
-    const int64_t at = output_row(row) + col;
-    if (preactivation != nullptr) preactivation[at] = from_acc<T>(z);
-    output[at] = from_acc<T>(activate<Act, A>(z));
+  simt_tile_gemm<T, A>(load_a, load_b, args.features_in, c_tile);
+  for (int i = threadIdx.x; i < kSimtTileRows * kSimtTileCols; i += kSimtThreads) {
+    store_output<T, A, Act>(args, tile, tile.row0 + i / kSimtTileCols, col0 + i % kSimtTileCols,
+                            c_tile[i / kSimtTileCols][i % kSimtTileCols]);
   }
 }
 
+// Sequence b's rows of the outer product: x_b [length, rows], y_b [length, cols].
+struct OuterOperands {
+  int64_t length;
+  int64_t row0, col0;
+};
+
+__device__ __forceinline__ OuterOperands outer_tile(const OuterBmmArgs& args, int tile_rows, int tile_cols,
+                                                    int64_t& bos) {
+  const int64_t col_tiles = (args.cols + tile_cols - 1) / tile_cols;
+  const SequenceSpan span = sequence_span(args.offsets, blockIdx.x, args.tokens);
+  bos = span.bos;
+  return {span.length(), (blockIdx.y / col_tiles) * tile_rows, (blockIdx.y % col_tiles) * tile_cols};
+}
+
+template <typename T, int TileRows>
+__global__ void __launch_bounds__(kMmaThreads) ragged_outer_bmm_mma_kernel(OuterBmmArgs args) {
+  int64_t bos;
+  const OuterOperands o = outer_tile(args, TileRows, kMmaTileCols, bos);
+  // A = x_b^T and B = y_b^T held [row][t]: rows adjacent in memory, t strided.
+  const MmaOperand<T> a{static_cast<const T*>(args.x) + bos * args.rows + o.row0, 1, args.rows, args.rows - o.row0,
+                        false};
+  const MmaOperand<T> b{static_cast<const T*>(args.y) + bos * args.cols + o.col0, 1, args.cols, args.cols - o.col0,
+                        false};
+  T* out = static_cast<T*>(args.output) + int64_t{blockIdx.x} * args.rows * args.cols;
+  mma_tile_gemm<T, TileRows>(a, b, o.length, [&](int r, int c, float dot) {
+    const int64_t row = o.row0 + r, col = o.col0 + c;
+    if (row < args.rows && col < args.cols) out[row * args.cols + col] = from_acc<T>(dot);
+  });
+}
+
 template <typename T, typename A>
-__global__ void __launch_bounds__(kGemmThreads) ragged_outer_bmm_kernel(OuterBmmArgs args) {
-  __shared__ __align__(32) CTile<A> c_tile;
-  const int64_t col_tiles = (args.cols + kTileCols - 1) / kTileCols;
-  const int64_t row0 = (blockIdx.y / col_tiles) * kTileRows, col0 = (blockIdx.y % col_tiles) * kTileCols;
-  const int64_t b = blockIdx.x;
-  const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
-  const int64_t bos = span.bos, length = span.length();
+__global__ void __launch_bounds__(kSimtThreads) ragged_outer_bmm_simt_kernel(OuterBmmArgs args) {
+  __shared__ CTile<A> c_tile;
+  int64_t bos;
+  const OuterOperands o = outer_tile(args, kSimtTileRows, kSimtTileCols, bos);
   const T* x = static_cast<const T*>(args.x) + bos * args.rows;
   const T* y = static_cast<const T*>(args.y) + bos * args.cols;
   const T zero = from_acc<T>(A(0));
   // A = x_b^T: A[r][t] = x[t][row0 + r]; B = y_b: B[t][c] = y[t][col0 + c]; K = the sequence's length.
   auto load_a = [&](int r, int64_t t) -> T {
-    return (t < length && row0 + r < args.rows) ? x[t * args.rows + row0 + r] : zero;
+    return (t < o.length && o.row0 + r < args.rows) ? x[t * args.rows + o.row0 + r] : zero;
   };
   auto load_b = [&](int64_t t, int c) -> T {
-    return (t < length && col0 + c < args.cols) ? y[t * args.cols + col0 + c] : zero;
+    return (t < o.length && o.col0 + c < args.cols) ? y[t * args.cols + o.col0 + c] : zero;
   };
-  tile_gemm<T, A>(load_a, load_b, length, c_tile);
-  T* out = static_cast<T*>(args.output) + b * args.rows * args.cols;
-  for (int i = threadIdx.x; i < kTileRows * kTileCols; i += kGemmThreads) {
-    const int64_t row = row0 + i / kTileCols, col = col0 + i % kTileCols;
-    if (row < args.rows && col < args.cols) out[row * args.cols + col] = from_acc<T>(c_tile[i / kTileCols][i % kTileCols]);
+  simt_tile_gemm<T, A>(load_a, load_b, o.length, c_tile);
+  T* out = static_cast<T*>(args.output) + int64_t{blockIdx.x} * args.rows * args.cols;
+  for (int i = threadIdx.x; i < kSimtTileRows * kSimtTileCols; i += kSimtThreads) {
+    const int64_t row = o.row0 + i / kSimtTileCols, col = o.col0 + i % kSimtTileCols;
+    if (row < args.rows && col < args.cols) out[row * args.cols + col] = from_acc<T>(c_tile[i / kSimtTileCols][i % kSimtTileCols]);
   }
+}
+
+template <typename Launch>
+void with_activation(int activation, const Launch& launch) {
+  switch (activation) {
+    case kRelu: launch(std::integral_constant<int, kRelu>{}); break;
+    case kGelu: launch(std::integral_constant<int, kGelu>{}); break;
+    case kSilu: launch(std::integral_constant<int, kSilu>{}); break;
+    default: launch(std::integral_constant<int, kIdentity>{});
+  }
+}
+
+// The tile shape the host planned must be one this element type has kernels for.
+template <typename T>
+bool supported_tiles(const GemmTiles& tiles) {
+  if (tiles.tensor_cores) {
+    return !std::is_same<T, double>::value && tiles.cols == kMmaTileCols && (tiles.rows == 64 || tiles.rows == 128);
+  }
+  return !kHalfPrecision<T> && tiles.rows == kSimtTileRows && tiles.cols == kSimtTileCols;
 }
 
 template <typename T, typename A>
 cudaError_t grouped_linear(const GroupedLinearArgs& args, cudaStream_t stream) {
   if (args.batch == 0 || args.features_out == 0 || args.row_tiles == 0) return cudaSuccess;
+  if (!supported_tiles<T>(args.tiles)) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(args.row_tiles),
-                  static_cast<unsigned>((args.features_out + kTileCols - 1) / kTileCols));
-  switch (args.activation) {
-    case kRelu: grouped_linear_kernel<T, A, kRelu><<<grid, kGemmThreads, 0, stream>>>(args); break;
-    case kGelu: grouped_linear_kernel<T, A, kGelu><<<grid, kGemmThreads, 0, stream>>>(args); break;
-    case kSilu: grouped_linear_kernel<T, A, kSilu><<<grid, kGemmThreads, 0, stream>>>(args); break;
-    default: grouped_linear_kernel<T, A, kIdentity><<<grid, kGemmThreads, 0, stream>>>(args);
+                  static_cast<unsigned>((args.features_out + args.tiles.cols - 1) / args.tiles.cols));
+  if constexpr (!std::is_same<T, double>::value) {
+    if (args.tiles.tensor_cores) {
+      with_activation(args.activation, [&](auto act) {
+        if (args.tiles.rows == 128) {
+          grouped_linear_mma_kernel<T, 128, decltype(act)::value><<<grid, kMmaThreads, 0, stream>>>(args);
+        } else {
+          grouped_linear_mma_kernel<T, 64, decltype(act)::value><<<grid, kMmaThreads, 0, stream>>>(args);
+        }
+      });
+      return cudaGetLastError();
+    }
+  }
+  if constexpr (!kHalfPrecision<T>) {
+    with_activation(args.activation, [&](auto act) {
+      grouped_linear_simt_kernel<T, A, decltype(act)::value><<<grid, kSimtThreads, 0, stream>>>(args);
+    });
   }
   return cudaGetLastError();
 }
@@ -102,10 +200,22 @@ cudaError_t grouped_linear(const GroupedLinearArgs& args, cudaStream_t stream) {
 template <typename T, typename A>
 cudaError_t outer_bmm(const OuterBmmArgs& args, cudaStream_t stream) {
   if (args.batch == 0 || args.rows == 0 || args.cols == 0) return cudaSuccess;
-  const int64_t tiles = ((args.rows + kTileRows - 1) / kTileRows) * ((args.cols + kTileCols - 1) / kTileCols);
+  if (!supported_tiles<T>(args.tiles)) return cudaErrorInvalidValue;
+  const int64_t tiles = ((args.rows + args.tiles.rows - 1) / args.tiles.rows) *
+                        ((args.cols + args.tiles.cols - 1) / args.tiles.cols);
   // Sequences on x (up to 2^31 - 1 blocks), output tiles on y (up to 65535).
   const dim3 grid(static_cast<unsigned>(args.batch), static_cast<unsigned>(tiles));
-  ragged_outer_bmm_kernel<T, A><<<grid, kGemmThreads, 0, stream>>>(args);
+  if constexpr (!std::is_same<T, double>::value) {
+    if (args.tiles.tensor_cores) {
+      if (args.tiles.rows == 128) {
+        ragged_outer_bmm_mma_kernel<T, 128><<<grid, kMmaThreads, 0, stream>>>(args);
+      } else {
+        ragged_outer_bmm_mma_kernel<T, 64><<<grid, kMmaThreads, 0, stream>>>(args);
+      }
+      return cudaGetLastError();
+    }
+  }
+  if constexpr (!kHalfPrecision<T>) ragged_outer_bmm_simt_kernel<T, A><<<grid, kSimtThreads, 0, stream>>>(args);
   return cudaGetLastError();
 }
 

@@ -6,6 +6,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -16,6 +19,37 @@
 namespace padkern {
 namespace {
 
+bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
+
+int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+
+// A shared weight over ragged values is one dense GEMM over all L rows (every row is a
+// real token), which cuBLAS runs at the hardware's rate: take it, with the bias in the
+// GEMM. The activation runs as its own op, in padkern's definition (relu keeps NaN,
+// gelu is the erf form), which cuBLASLt's fused epilogues do not promise.
+// PADKERN_DENSE_LINEAR=0 sends these calls to padkern's kernel instead (for tests and
+// benchmarks of the kernel itself).
+bool dense_route_enabled() {
+  const char* value = std::getenv("PADKERN_DENSE_LINEAR");
+  return value == nullptr || std::string(value) != "0";
+}
+
+std::tuple<at::Tensor, at::Tensor> dense_linear(const at::Tensor& input, const at::Tensor& weight,
+                                                const c10::optional<at::Tensor>& bias, int64_t activation,
+                                                bool save_preactivation) {
+  at::Tensor z = bias.has_value() ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
+  const bool save = save_preactivation && activation != 0;
+  // In place unless the pre-activation is kept for backward.
+  at::Tensor out = save ? z.clone() : z;
+  switch (activation) {
+    case 1: at::relu_(out); break;
+    case 2: at::gelu_(out); break;
+    case 3: at::silu_(out); break;
+    default: break;
+  }
+  return {out, save ? z : at::empty({0}, input.options())};
+}
+
 std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, const at::Tensor& offsets,
                                                        const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                        int64_t activation, bool save_preactivation,
@@ -23,6 +57,9 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   check_grouped_linear_inputs(input, offsets, weight, bias, activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool padded = input.dim() == 3;
+  if (!padded && weight.dim() == 2 && dense_route_enabled()) {
+    return dense_linear(input, weight, bias, activation, save_preactivation);
+  }
   const int64_t batch = offsets.size(0) - 1;
   const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
@@ -32,18 +69,22 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   const bool save = save_preactivation && activation != 0;
   at::Tensor pre = save ? at::zeros_like(out) : at::empty({0}, input.options());
   const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const int64_t row_limit = padded ? input.size(1) : input.size(0);
+  const int64_t mean_rows = padded ? input.size(1) : input.size(0) / std::max<int64_t>(batch, 1);
+  const cuda::GemmTiles tiles =
+      cuda::grouped_gemm_tiles(element_type(input), tf32_allowed(), mean_rows, padded ? batch * row_limit : row_limit,
+                               features, sm_count());
   // Prefix over per-sequence row-tile counts, on the device: no host synchronisation.
   // Tile counts from the lengths the kernel will use (clamped as sequence_span does), so
   // the prefix is monotone and cannot overflow whatever the offsets hold.
-  const int64_t row_limit = padded ? input.size(1) : input.size(0);
   const at::Tensor starts = offsets.slice(0, 0, batch), ends = offsets.slice(0, 1);
   const at::Tensor lengths = padded ? (ends - starts).clamp(0, row_limit)
                                     : at::maximum(ends.clamp(0, row_limit), starts.clamp(0, row_limit)) -
                                           starts.clamp(0, row_limit);
-  const at::Tensor tiles = (lengths + (cuda::kTileRows - 1)).div(cuda::kTileRows, "floor");
-  const at::Tensor tile_starts = at::cat({at::zeros({1}, offsets.options()), at::cumsum(tiles, 0)});
-  const int64_t row_tiles = padded ? batch * ((input.size(1) + cuda::kTileRows - 1) / cuda::kTileRows)
-                                   : (input.size(0) + cuda::kTileRows - 1) / cuda::kTileRows + batch;
+  const at::Tensor tile_counts = (lengths + (tiles.rows - 1)).div(tiles.rows, "floor");
+  const at::Tensor tile_starts = at::cat({at::zeros({1}, offsets.options()), at::cumsum(tile_counts, 0)});
+  const int64_t row_tiles = padded ? batch * ((row_limit + tiles.rows - 1) / tiles.rows)
+                                   : (row_limit + tiles.rows - 1) / tiles.rows + batch;
   cuda::GroupedLinearArgs args{};
   args.input = input.data_ptr();
   args.offsets = offsets.data_ptr<int64_t>();
@@ -65,6 +106,12 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   args.w_stride_n = weight.dim() == 2 ? weight.stride(0) : weight.stride(2);
   args.row_tiles = row_tiles;
   args.row_limit = row_limit;
+  args.tiles = tiles;
+  const int64_t element_size = input.element_size();
+  args.input_vectorized = cuda::chunk_aligned(args.input, element_size, args.in_stride_k, args.features_in,
+                                              {args.in_stride_b, args.in_stride_t});
+  args.weight_vectorized = cuda::chunk_aligned(args.weight, element_size, args.w_stride_k, args.features_in,
+                                               {args.w_stride_b, args.w_stride_n});
   args.padded = padded;
   args.activation = static_cast<int>(activation);
   C10_CUDA_CHECK(cuda::launch_grouped_linear(element_type(input), args, at::cuda::getCurrentCUDAStream()));
@@ -78,7 +125,8 @@ at::Tensor ragged_outer_bmm_cuda(const at::Tensor& x, const at::Tensor& y, const
   const int64_t batch = offsets.size(0) - 1;
   at::Tensor out = at::empty({batch, x.size(1), y.size(1)}, x.options());
   cuda::OuterBmmArgs args{xc.data_ptr(), yc.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), x.size(0), batch, x.size(1),
-                          y.size(1)};
+                          y.size(1), cuda::grouped_gemm_tiles(element_type(x), tf32_allowed(), x.size(1),
+                                                              batch * x.size(1), y.size(1), sm_count())};
   C10_CUDA_CHECK(cuda::launch_ragged_outer_bmm(element_type(x), args, at::cuda::getCurrentCUDAStream()));
   return out;
 }

@@ -4,15 +4,49 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "padkern/rnn_kernels.h"  // ElementType
 
 namespace padkern {
 namespace cuda {
 
-// Output tile of the grouped GEMMs: rows of one sequence x output features.
-constexpr int kTileRows = 64;
-constexpr int kTileCols = 64;
+// Output tiles of the grouped GEMMs: rows of one sequence x output features.
+// Tensor cores (half, bfloat16, float as TF32): 64 or 128 rows x 128 columns;
+// the SIMT path (exact float, double): 64 x 64.
+constexpr int kMmaTileCols = 128;
+constexpr int kSimtTileRows = 64;
+constexpr int kSimtTileCols = 64;
+
+struct GemmTiles {
+  int rows, cols;
+  bool tensor_cores;
+};
+
+// Tile shape for a grouped GEMM. 128-row tiles read the weights half as often, but waste
+// up to 127 rows per sequence and give fewer blocks: they are used when sequences average
+// at least 192 rows and the 128-row grid still fills every SM twice.
+inline GemmTiles grouped_gemm_tiles(ElementType type, bool allow_tf32, int64_t mean_rows, int64_t rows,
+                                    int64_t cols, int sm_count) {
+  const bool tensor_cores = type == ElementType::Float16 || type == ElementType::BFloat16 ||
+                            (type == ElementType::Float32 && allow_tf32);
+  if (!tensor_cores) return {kSimtTileRows, kSimtTileCols, false};
+  const int64_t big_tiles = ((rows + 127) / 128) * ((cols + kMmaTileCols - 1) / kMmaTileCols);
+  const bool big = mean_rows >= 192 && big_tiles >= 2 * static_cast<int64_t>(sm_count);
+  return {big ? 128 : 64, kMmaTileCols, true};
+}
+
+// A K-contiguous operand can be copied by 16-byte cp.async when every chunk of
+// 16 / element_size elements starts 16-byte aligned and lies wholly inside or outside K:
+// the base pointer, every other stride and K itself are multiples of the chunk.
+inline bool chunk_aligned(const void* base, int64_t element_size, int64_t k_stride, int64_t depth,
+                          std::initializer_list<int64_t> other_strides) {
+  const int64_t chunk = 16 / element_size;
+  if (k_stride != 1 || depth % chunk != 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+  for (const int64_t stride : other_strides)
+    if (stride % chunk != 0) return false;
+  return true;
+}
 
 struct GroupedLinearArgs {
   const void* input;          // padded [B, T, K] or ragged [L, K]
@@ -28,6 +62,8 @@ struct GroupedLinearArgs {
   int64_t w_stride_b, w_stride_k, w_stride_n;
   int64_t row_tiles;          // grid size along rows: an upper bound of tile_starts[B]
   int64_t row_limit;          // rows a sequence may span: T (padded) or L (ragged)
+  GemmTiles tiles;            // the shape tile_starts was counted in (grouped_gemm_tiles)
+  bool input_vectorized, weight_vectorized;  // chunk_aligned, for the tensor-core path
   bool padded;
   int activation;             // 0 none, 1 relu, 2 gelu, 3 silu
 };
@@ -39,6 +75,7 @@ struct OuterBmmArgs {
   void* output;   // [B, M, N] contiguous
   int64_t tokens; // L
   int64_t batch, rows, cols;
+  GemmTiles tiles;
 };
 
 struct SegmentArgs {
