@@ -96,6 +96,7 @@ setup(
     name="padkern",
     version="0.1.0",
     packages=find_packages(include=["padkern", "padkern.*"]),
+    package_data={"padkern": ["auto_table.json"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -2,25 +2,43 @@
 (a) multiply by the mask and run F.linear over the whole padded tensor (the usual
 recipe), (b) gather the real rows, F.linear, scatter back, (c) torch.nested jagged +
 F.linear; and the floor: F.linear on already-packed real rows alone."""
+import os
+
 import torch
 import torch.nn.functional as F
 
 import padkern
 from .bench_padding import random_lengths
-from .harness import Report, interleaved_medians, matmul_rate
+from .harness import Report, backend_candidates, interleaved_medians, matmul_rate
 
-# (batch, padded length, in features, out features, real fraction)
-CASES_CPU = [(32, 256, 512, 512, f) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
-CASES_GPU = [(64, 1024, 2048, 2048, f) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
-QUICK_CASES = [(64, 1024, 2048, 2048, 0.5)]
+# (batch, padded length, in features, out features, real fraction, precision); "float32+tf32"
+# lets torch and padkern use TF32 tensor cores, "float32" keeps exact float32 products.
+CASES_CPU = [(32, 256, 512, 512, f, "float32") for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+CASES_GPU = [(64, 1024, kn, kn, f, p) for p in ("bfloat16", "float16", "float32+tf32", "float32")
+             for kn in (512, 1024, 4096) for f in (0.1, 0.25, 0.5, 0.85, 1.0)]
+QUICK_CASES = [(64, 512, 1024, 1024, 0.5, p) for p in ("bfloat16", "float16", "float32+tf32", "float32")] + \
+              [(64, 512, 4096, 4096, 0.25, "bfloat16")]
+
+
+def own_kernel(fn):
+    """The call with the cuda backend's dense cuBLAS route off (padkern's own GEMM kernel)."""
+    def run():
+        os.environ["PADKERN_DENSE_LINEAR"] = "0"
+        try:
+            return fn()
+        finally:
+            del os.environ["PADKERN_DENSE_LINEAR"]
+    return run
 
 
 def run(device: torch.device, rounds: int, cases=None) -> Report:
     report = Report("masked_linear", device)
-    rate = matmul_rate(device)
     generator = torch.Generator().manual_seed(0)
-    for batch, padded_length, k, n, fraction in cases or (CASES_GPU if device.type == "cuda" else CASES_CPU):
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    for batch, padded_length, k, n, fraction, precision in cases or (CASES_GPU if device.type == "cuda" else CASES_CPU):
+        dtype = getattr(torch, precision.split("+")[0])
+        torch.backends.cuda.matmul.allow_tf32 = precision.endswith("+tf32")
+        rate = matmul_rate(device, dtype)
         x = torch.randn(batch, padded_length, k, device=device, dtype=dtype, requires_grad=True)
         weight = (torch.randn(n, k, device=device, dtype=dtype) / k ** 0.5).requires_grad_()
         bias = torch.zeros(n, device=device, dtype=dtype, requires_grad=True)
@@ -44,17 +62,21 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
             "gather + F.linear + scatter": gather_scatter,
             "torch.nested + F.linear": nested,
             "F.linear on packed rows": lambda: F.linear(packed, weight, bias),
-            "padkern masked_linear": lambda: padkern.ops.masked_linear(x, lengths, weight, bias),
+            **backend_candidates("masked_linear", device, lambda b: lambda: padkern.ops.masked_linear(
+                x, lengths, weight, bias, backend=b)),
         }
         if device.type == "cuda":
-            candidates["padkern masked_linear (triton)"] = \
-                lambda: padkern.ops.masked_linear(x, lengths, weight, bias, backend="triton")
+            candidates.update(backend_candidates("ragged_linear", device, lambda b: lambda: padkern.ops.ragged_linear(
+                packed, weight, bias, offsets=offsets, backend=b)))
+            candidates["padkern ragged_linear, own kernel (cuda)"] = own_kernel(
+                lambda: padkern.ops.ragged_linear(packed, weight, bias, offsets=offsets, backend="cuda"))
         tokens = int(lengths.sum())
-        case = f"B{batch} T{padded_length} K{k} N{n} {int(fraction * 100)}%"
+        case = {"case": f"B{batch} T{padded_length} K{k} N{n} {int(fraction * 100)}%", "dtype": precision}
         with torch.no_grad():
-            report.add({"case": case, "pass": "forward"}, interleaved_medians(candidates, device, rounds),
+            report.add(dict(case, **{"pass": "forward"}), interleaved_medians(candidates, device, rounds),
                        "mask multiply + F.linear", 2 * tokens * k * n / rate)
         training = {name: (lambda fn=fn: fn().float().sum().backward()) for name, fn in candidates.items()}
-        report.add({"case": case, "pass": "forward+backward"}, interleaved_medians(training, device, rounds),
+        report.add(dict(case, **{"pass": "forward+backward"}), interleaved_medians(training, device, rounds),
                    "mask multiply + F.linear", 6 * tokens * k * n / rate)
+    torch.backends.cuda.matmul.allow_tf32 = tf32_before
     return report

@@ -7,7 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import padkern
 from padkern import Ragged
 from .bench_padding import random_lengths
-from .harness import Report, interleaved_medians, matmul_rate
+from .harness import Report, backend_candidates, interleaved_medians, matmul_rate
 
 # (cell, batch, padded length, hidden, real fraction); input size = hidden.
 CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("lstm", 32, 128, 128, 0.25),
@@ -53,16 +53,20 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
         ragged_leaf = ragged.values.requires_grad_()
         candidates["padkern ragged"] = lambda: ours(Ragged(ragged_leaf, ragged.offsets))[0].values
         if device.type == "cuda":
-            # Both GPU backends, so the faster can become the default.
-            triton_module = ours_cls(hidden, hidden, batch_first=True, backend="triton").to(device)
-            triton_module.load_state_dict(reference.state_dict())
-            candidates["padkern ragged (triton)"] = \
-                lambda: triton_module(Ragged(ragged_leaf, ragged.offsets))[0].values
+            # Every GPU backend by name: benchmarks/auto_table.py ranks them for backend="auto".
+            def forced(backend):
+                module = ours_cls(hidden, hidden, batch_first=True, backend=backend).to(device)
+                module.load_state_dict(reference.state_dict())
+                return lambda: module(Ragged(ragged_leaf, ragged.offsets))[0].values
+
+            candidates.update(backend_candidates(cell, device, forced))
         case = f"{cell} B{batch} T{padded_length} H{hidden} {int(fraction * 100)}%"
         with torch.no_grad():
-            report.add({"case": case, "pass": "forward"}, interleaved_medians(candidates, device, rounds),
-                       "torch packed", matmul_flops(cell, tokens, hidden, False) / rate)
+            report.add({"case": case, "dtype": "float32", "pass": "forward"},
+                       interleaved_medians(candidates, device, rounds), "torch packed",
+                       matmul_flops(cell, tokens, hidden, False) / rate)
         training = {name: (lambda fn=fn: fn().sum().backward()) for name, fn in candidates.items()}
-        report.add({"case": case, "pass": "forward+backward"}, interleaved_medians(training, device, rounds),
-                   "torch packed", matmul_flops(cell, tokens, hidden, True) / rate)
+        report.add({"case": case, "dtype": "float32", "pass": "forward+backward"},
+                   interleaved_medians(training, device, rounds), "torch packed",
+                   matmul_flops(cell, tokens, hidden, True) / rate)
     return report

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,27 @@ from dataclasses import dataclass, field
 import torch
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
+# GPU runs are committed (README's GPU rows and padkern/auto_table.json come from them).
+GPU_RESULTS = os.path.join(RESULTS, "gpu")
+
+# "padkern <op> [<backend>]": one padkern op forced onto one backend. Rows of such
+# candidates carry padkern_op and backend, from which benchmarks/auto_table.py ranks
+# the backends per op and dtype.
+_BACKEND_CANDIDATE = re.compile(r"^padkern (\S+) \[(\w+)\]$")
+
+
+def results_dir(device: torch.device) -> str:
+    return GPU_RESULTS if device.type == "cuda" else RESULTS
+
+
+def backend_candidates(op: str, device: torch.device, make) -> dict:
+    """One candidate per padkern backend that runs on `device` (``make(backend)`` returns the
+    call). On the CPU only the cpu backend is measured, under padkern's op name alone."""
+    if device.type != "cuda":
+        return {f"padkern {op}": make("cpu")}
+    from padkern._backend import why_unavailable
+
+    return {f"padkern {op} [{b}]": make(b) for b in ("cuda", "triton") if why_unavailable(b, device) is None}
 
 
 def device_name(device: torch.device) -> str:
@@ -76,28 +98,33 @@ class Report:
 
     def add(self, case: dict, medians: dict, baseline: str, floor_seconds: float) -> None:
         for candidate, seconds in medians.items():
-            self.rows.append(
-                dict(case, candidate=candidate, median_ms=seconds * 1e3,
-                     ratio_vs_baseline=seconds / medians[baseline], baseline=baseline,
-                     floor_ms=floor_seconds * 1e3, device=device_name(self.device))
-            )
+            row = dict(case, candidate=candidate, median_ms=seconds * 1e3,
+                       ratio_vs_baseline=seconds / medians[baseline], baseline=baseline,
+                       floor_ms=floor_seconds * 1e3, device=device_name(self.device))
+            if self.device.type == "cuda":
+                row["capability"] = "%d.%d" % torch.cuda.get_device_capability(self.device)
+            if match := _BACKEND_CANDIDATE.match(candidate):
+                row["padkern_op"], row["backend"] = match.groups()
+            self.rows.append(row)
 
     def print_table(self) -> None:
         if not self.rows:
             return
-        keys = [k for k in self.rows[0] if k not in ("device", "baseline")]
+        keys = [k for k in self.rows[0] if k not in ("device", "baseline", "capability", "padkern_op", "backend")]
         print(f"\n== {self.name} on {device_name(self.device)} (ratio: time / {self.rows[0]['baseline']}) ==")
         print(" | ".join(keys))
         for row in self.rows:
             print(" | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys))
 
     def save(self) -> str:
-        os.makedirs(RESULTS, exist_ok=True)
-        stem = os.path.join(RESULTS, f"{self.name}_{self.device.type}")
+        directory = results_dir(self.device)
+        os.makedirs(directory, exist_ok=True)
+        stem = os.path.join(directory, f"{self.name}_{self.device.type}")
         with open(stem + ".json", "w") as handle:
             json.dump(self.rows, handle, indent=1)
         with open(stem + ".csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            fields = list(dict.fromkeys(k for row in self.rows for k in row))
+            writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
         self._plot(stem + ".png")

@@ -4,13 +4,13 @@ import glob
 import json
 import os
 
-from .harness import RESULTS
+from .harness import GPU_RESULTS, RESULTS
 
 
 def main() -> None:
-    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json")) + glob.glob(os.path.join(GPU_RESULTS, "*.json"))):
         rows = json.load(open(path))
-        if not rows:
+        if not rows or not isinstance(rows, list):
             continue
         print(f"\n{os.path.basename(path)} on {rows[0]['device']} (ratio = time / {rows[0]['baseline']})")
         for row in rows:

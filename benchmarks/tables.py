@@ -6,7 +6,7 @@ import glob
 import json
 import os
 
-from .harness import RESULTS
+from .harness import GPU_RESULTS, RESULTS
 
 
 def _cases(rows, keys):
@@ -26,7 +26,7 @@ def _padkern(picked: dict) -> dict:
 
 def table(rows) -> str:
     keys = [k for k in rows[0] if k not in ("candidate", "median_ms", "ratio_vs_baseline", "baseline", "floor_ms",
-                                             "device")]
+                                             "device", "capability", "padkern_op", "backend")]
     cases = _cases(rows, keys)
     by_case = [{r["candidate"]: r for r in rows if tuple(r[k] for k in keys) == case} for case in cases]
     same_columns = len({tuple(p) for p in by_case}) == 1 and len({r["baseline"] for r in rows}) == 1
@@ -54,9 +54,9 @@ def table(rows) -> str:
 
 
 def main() -> None:
-    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json")) + glob.glob(os.path.join(GPU_RESULTS, "*.json"))):
         rows = json.load(open(path))
-        if rows:
+        if rows and isinstance(rows, list):
             print(f"\n{os.path.basename(path)} — {rows[0]['device']}\n")
             print(table(rows))
 

@@ -1,7 +1,9 @@
 """Backend choice: explicit, never a silent fallback.
 
-``auto`` picks the fastest backend built for the tensors' device: ``cuda`` then
-``triton`` then ``reference`` on a GPU; ``cpu`` then ``reference`` on the CPU.
+``auto`` picks the fastest backend built for the tensors' device. On a GPU that is the
+order measured for the op and dtype on that GPU's architecture (padkern/auto_table.json,
+see ``_auto_table``), else ``cuda`` then ``triton`` then ``reference``; on the CPU,
+``cpu`` then ``reference``.
 A backend that was asked for by name (per call or through ``use_backend``) and
 cannot run raises :class:`BackendUnavailableError` saying what is missing.
 """
@@ -10,7 +12,7 @@ import os
 
 import torch
 
-from . import _extension
+from . import _auto_table, _extension
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
 
@@ -69,12 +71,20 @@ def why_unavailable(name: str, device: torch.device):
     raise AssertionError(name)
 
 
-def resolve(requested, device: torch.device) -> str:
-    """The backend an op runs on: the per-call choice, else ``use_backend``'s, else auto."""
+def resolve(requested, device: torch.device, op: str = None, dtype: torch.dtype = None) -> str:
+    """The backend an op runs on: the per-call choice, else ``use_backend``'s, else auto
+    (for ``op`` on ``dtype``: the public op's name, e.g. "masked_linear")."""
     name = requested if requested is not None else (_forced[-1] if _forced else "auto")
     _check_name(name)
     if name == "auto":
-        order = ("cuda", "triton", "reference") if device.type == "cuda" else ("cpu", "reference")
+        if device.type != "cuda":
+            order = ("cpu", "reference")
+        else:
+            order = ("cuda", "triton", "reference")
+            if op is not None and dtype is not None:
+                measured = _auto_table.measured_order(op, str(dtype).replace("torch.", ""),
+                                                      -1 if device.index is None else device.index)
+                order = _auto_table.merged_order(measured, order)
         return next(n for n in order if why_unavailable(n, device) is None)
     reason = why_unavailable(name, device)
     if reason is not None:

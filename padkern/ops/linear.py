@@ -175,7 +175,7 @@ def masked_linear(x, lengths, weight, bias=None, *, offsets=None, activation=Non
     # L is read on the host only where that costs no device synchronisation.
     total_tokens = token_count(offsets) if offsets.device.type == "cpu" else -1
     offsets = offsets.to(x.device, non_blocking=True)
-    name = _backend.resolve(backend, x.device)
+    name = _backend.resolve(backend, x.device, "masked_linear", x.dtype)
     # The kernels read x through its strides, whatever they are (no copy of a big padded
     # tensor); a zero-element x gets a real layout, which is free.
     bx = _validate.restrided_if_empty(bx)
@@ -203,7 +203,7 @@ def ragged_linear(values, weight, bias=None, *, offsets=None, activation=None, b
     if offsets is None:
         offsets = torch.tensor([0, values.shape[0]], device=values.device)
     offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
-    name = _backend.resolve(backend, values.device)
+    name = _backend.resolve(backend, values.device, "ragged_linear", values.dtype)
     if name == "reference":
         out = reference.ragged_linear(values, weight, bias, activation)
     else:
@@ -223,7 +223,7 @@ def ragged_bmm(values, offsets, weights, *, backend: Optional[str] = None):
     batch = offsets.shape[0] - 1
     if weights.dim() != 3 or weights.shape[0] != batch or weights.shape[1] != values.shape[1]:
         raise ValueError(f"weights must be [B={batch}, K={values.shape[1]}, N], got shape {tuple(weights.shape)}")
-    name = _backend.resolve(backend, values.device)
+    name = _backend.resolve(backend, values.device, "ragged_bmm", values.dtype)
     if name == "reference":
         return reference.ragged_bmm(values, offsets, weights)
     return _ops(name)[0](values, offsets, weights, None, 0, False, values.shape[0])[0]
@@ -238,7 +238,7 @@ def ragged_outer_bmm(x_values, y_values, offsets, *, backend: Optional[str] = No
                          f"{tuple(x_values.shape)} and {tuple(y_values.shape)}")
     offsets = _validate.check_offsets(offsets, x_values.shape[0], x_values.device)
     _validate.check_same_device_dtype(x_values, "x_values", y_values=y_values)
-    name = _backend.resolve(backend, x_values.device)
+    name = _backend.resolve(backend, x_values.device, "ragged_outer_bmm", x_values.dtype)
     if name == "reference":
         return reference.ragged_outer_bmm(x_values, y_values, offsets)
     return _ops(name)[1](x_values, y_values, offsets)

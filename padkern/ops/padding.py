@@ -100,7 +100,7 @@ def pad(values, offsets, total_length=None, padding_value=0.0, batch_first=True,
     if total_length < 0:
         raise ValueError(f"total_length must be non-negative, got {total_length}")
     features = values.shape[1:]
-    pad_op, _ = _ops_for(_backend.resolve(backend, values.device))
+    pad_op, _ = _ops_for(_backend.resolve(backend, values.device, "pad", values.dtype))
     flat = feature_contiguous(values.reshape(values.shape[0], math.prod(features)))
     padded = pad_op(flat, offsets, total_length, float(padding_value), batch_first)
     return padded.view(padded.shape[:2] + features)
@@ -127,6 +127,6 @@ def unpad(padded, offsets, batch_first=True, *, total_tokens=None, backend=None)
         if longest > padded_length:
             raise ValueError(f"lengths must not exceed the padded length {padded_length}, got {longest}")
     features = padded.shape[2:]
-    _, unpad_op = _ops_for(_backend.resolve(backend, padded.device))
+    _, unpad_op = _ops_for(_backend.resolve(backend, padded.device, "unpad", padded.dtype))
     flat = feature_contiguous(padded.reshape(padded.shape[0], padded.shape[1], math.prod(features)))
     return unpad_op(flat, offsets, total_tokens, batch_first).view((total_tokens,) + features)

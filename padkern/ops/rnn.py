@@ -192,7 +192,7 @@ def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
     offsets, hidden, batch = _check_layer("lstm", values, offsets, w_ih, w_hh, b_ih, b_hh, {"h0": h0, "c0": c0})
     h0 = values.new_zeros((batch, hidden)) if h0 is None else h0
     c0 = values.new_zeros((batch, hidden)) if c0 is None else c0
-    name = _backend.resolve(backend, values.device)
+    name = _backend.resolve(backend, values.device, "lstm", values.dtype)
     if name == "reference":
         return LSTMOutput(*reference.lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse))
     gates_x = _input_projection(values, w_ih, None if b_ih is None else b_ih + b_hh, name)
@@ -211,7 +211,7 @@ def gru(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, reverse=F
     """
     offsets, hidden, batch = _check_layer("gru", values, offsets, w_ih, w_hh, b_ih, b_hh, {"h0": h0})
     h0 = values.new_zeros((batch, hidden)) if h0 is None else h0
-    name = _backend.resolve(backend, values.device)
+    name = _backend.resolve(backend, values.device, "gru", values.dtype)
     if name == "reference":
         return GRUOutput(*reference.gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse))
     gates_x = _input_projection(values, w_ih, b_ih, name)

@@ -87,7 +87,7 @@ def _prepare(values, offsets):
 def _reduce(values, offsets, mode: str, backend):
     flat, offsets = _prepare(values, offsets)
     features = values.shape[1:]
-    name = _backend.resolve(backend, values.device)
+    name = _backend.resolve(backend, values.device, f"segment_{mode}", values.dtype)
     if name == "reference":
         out = getattr(reference, f"segment_{mode}")(flat, offsets)
     else:
@@ -115,7 +115,7 @@ def segment_max(values, offsets, *, backend: Optional[str] = None):
 def segment_softmax(values, offsets, *, backend: Optional[str] = None):
     """values [L, *F] -> [L, *F]: softmax over each sequence's rows, per feature."""
     flat, offsets = _prepare(values, offsets)
-    name = _backend.resolve(backend, values.device)
+    name = _backend.resolve(backend, values.device, "segment_softmax", values.dtype)
     if name == "reference":
         out = reference.segment_softmax(flat, offsets)
     else:
