@@ -54,7 +54,11 @@ def assert_within_torch_error(ours, pytorch, truth, dtype, tf32_on):
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+def dtype_id(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("k,n", [(1, 1), (7, 9), (13, 130), (64, 128), (72, 200), (256, 72)])
 @pytest.mark.parametrize("activation", [None, "gelu"])
 def test_masked_linear_any_k_n(dtype, k, n, activation, tf32):
@@ -73,7 +77,7 @@ def test_masked_linear_any_k_n(dtype, k, n, activation, tf32):
     assert_within_torch_error(ours, pytorch, truth, dtype, tf32)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("k,n", [(7, 9), (64, 128), (100, 72)])
 def test_ragged_linear_routes(dtype, k, n, dense_route, tf32):
     offsets = offsets_of(RAGGED_EDGES, "cuda")
@@ -86,7 +90,7 @@ def test_ragged_linear_routes(dtype, k, n, dense_route, tf32):
     assert_within_torch_error(ours, pytorch, truth, dtype, tf32)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("k,n", [(5, 3), (32, 128), (72, 136)])
 def test_bmm_and_outer_any_k_n(dtype, k, n, tf32):
     offsets = offsets_of(RAGGED_EDGES, "cuda")
@@ -104,8 +108,8 @@ def test_bmm_and_outer_any_k_n(dtype, k, n, tf32):
     assert_within_torch_error(ours, pytorch, truth, dtype, tf32)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_operands_off_16_byte_alignment(dtype, dense_route):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=dtype_id)
+def test_operands_off_16_byte_alignment(dtype, dense_route, tf32):
     # Views one element into a wider buffer: rows start off 16-byte boundaries, so the
     # copies take the element-wise path; the result must not change.
     lengths = torch.tensor([5, 0, 70, 33])
@@ -121,7 +125,7 @@ def test_operands_off_16_byte_alignment(dtype, dense_route):
                                                          backend="cuda"), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
 def test_one_row_sequences_and_both_tile_heights(dtype):
     # 64 x 256 rows with N = 1024 picks 128-row tiles on any GPU of up to 512 SMs; one-row
     # sequences pick 64-row tiles.
