@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "padkern/rnn_cells.h"
-#include "padkern/tensor_checks.h"
+#include "padkern/recurrence_checks.h"
 #include "reduced_precision.h"
 #include "rnn_schedule.h"
 
@@ -94,19 +94,11 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
   scatter_rows(h, schedule.order, hidden, h_n);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cpu(
+// float32/float64, arguments already checked.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_checked(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
     const at::Tensor& h0, bool reverse, bool save_for_backward) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 3 * hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
-                                             {h0, "h0", batch, hidden}});
-  check_same_kind(b_hh, gates_x, "b_hh");
-  check_shape(b_hh, {3 * hidden}, "b_hh");
-  check_offsets_contents(offsets, tokens);
-  if (is_reduced_float(gates_x)) {
-    return run_in_float32(gru_recurrence_cpu, gates_x.scalar_type(), gates_x, offsets, w_hh, b_hh, h0, reverse,
-                          save_for_backward);
-  }
+  const int64_t hidden = w_hh.size(1), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
   at::Tensor h_n = at::empty_like(h0);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 3 * hidden}, gates_x.options());
@@ -120,6 +112,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cpu(
                                  save_for_backward ? saved_hh_n.data_ptr<scalar_t>() : nullptr);
   });
   return {output, h_n, saved_gates, saved_hh_n};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cpu(
+    const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
+    const at::Tensor& h0, bool reverse, bool save_for_backward) {
+  check_offsets_contents(offsets, check_gru_forward_inputs(gates_x, offsets, w_hh, b_hh, h0).tokens);
+  if (is_reduced_float(gates_x)) {
+    return run_in_float32(gru_recurrence_checked, gates_x.scalar_type(), gates_x, offsets, w_hh, b_hh, h0, reverse,
+                          save_for_backward);
+  }
+  return gru_recurrence_checked(gates_x, offsets, w_hh, b_hh, h0, reverse, save_for_backward);
 }
 
 template <typename scalar_t>
@@ -154,21 +157,12 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
   scatter_rows(dh, schedule.order, hidden, grad_h0);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cpu(
+// float32/float64, arguments already checked.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_checked(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
     const at::Tensor& h0, bool reverse) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, grad_output,
-                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
-                           {saved_gates, "gates", tokens, 3 * hidden}, {saved_hh_n, "hh_n", tokens, hidden},
-                           {output, "output", tokens, hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
-                           {h0, "h0", batch, hidden}});
-  check_offsets_contents(offsets, tokens);
-  if (is_reduced_float(grad_output)) {
-    return run_in_float32(gru_recurrence_backward_cpu, grad_output.scalar_type(), grad_output, grad_h_n, saved_gates,
-                          saved_hh_n, output, offsets, w_hh, h0, reverse);
-  }
+  const int64_t hidden = w_hh.size(1), batch = offsets.size(0) - 1;
   at::Tensor grad_gates_x = at::empty({grad_output.size(0), 3 * hidden}, grad_output.options());
   at::Tensor grad_gates_hh = at::empty_like(grad_gates_x);
   at::Tensor grad_h0 = at::empty_like(h0);
@@ -182,6 +176,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cpu(
                                   grad_h0.data_ptr<scalar_t>());
   });
   return {grad_gates_x, grad_gates_hh, grad_h0};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
+    const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
+    const at::Tensor& h0, bool reverse) {
+  const RecurrenceShape shape =
+      check_gru_backward_inputs(grad_output, grad_h_n, saved_gates, saved_hh_n, output, offsets, w_hh, h0);
+  check_offsets_contents(offsets, shape.tokens);
+  if (is_reduced_float(grad_output)) {
+    return run_in_float32(gru_recurrence_backward_checked, grad_output.scalar_type(), grad_output, grad_h_n,
+                          saved_gates, saved_hh_n, output, offsets, w_hh, h0, reverse);
+  }
+  return gru_recurrence_backward_checked(grad_output, grad_h_n, saved_gates, saved_hh_n, output, offsets, w_hh, h0,
+                                         reverse);
 }
 
 }  // namespace

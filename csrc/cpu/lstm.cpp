@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "padkern/rnn_cells.h"
-#include "padkern/tensor_checks.h"
+#include "padkern/recurrence_checks.h"
 #include "reduced_precision.h"
 #include "rnn_schedule.h"
 
@@ -101,17 +101,11 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
   scatter_rows(c, schedule.order, hidden, c_n);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cpu(
+// float32/float64, arguments already checked.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_checked(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
     const at::Tensor& c0, bool reverse, bool save_for_backward) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 4 * hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
-                                             {h0, "h0", batch, hidden}, {c0, "c0", batch, hidden}});
-  check_offsets_contents(offsets, tokens);
-  if (is_reduced_float(gates_x)) {
-    return run_in_float32(lstm_recurrence_cpu, gates_x.scalar_type(), gates_x, offsets, w_hh, h0, c0, reverse,
-                          save_for_backward);
-  }
+  const int64_t hidden = w_hh.size(1), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
   at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 4 * hidden}, gates_x.options());
@@ -125,6 +119,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
                                   save_for_backward ? saved_cell.data_ptr<scalar_t>() : nullptr);
   });
   return {output, h_n, c_n, saved_gates, saved_cell};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cpu(
+    const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
+    const at::Tensor& c0, bool reverse, bool save_for_backward) {
+  check_offsets_contents(offsets, check_lstm_forward_inputs(gates_x, offsets, w_hh, h0, c0).tokens);
+  if (is_reduced_float(gates_x)) {
+    return run_in_float32(lstm_recurrence_checked, gates_x.scalar_type(), gates_x, offsets, w_hh, h0, c0, reverse,
+                          save_for_backward);
+  }
+  return lstm_recurrence_checked(gates_x, offsets, w_hh, h0, c0, reverse, save_for_backward);
 }
 
 template <typename scalar_t>
@@ -162,20 +167,11 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
   scatter_rows(dc, schedule.order, hidden, grad_c0);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cpu(
+// float32/float64, arguments already checked.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_checked(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, grad_output,
-                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
-                           {grad_c_n, "grad_c_n", batch, hidden}, {saved_gates, "gates", tokens, 4 * hidden},
-                           {saved_cell, "cell", tokens, hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
-                           {c0, "c0", batch, hidden}});
-  check_offsets_contents(offsets, tokens);
-  if (is_reduced_float(grad_output)) {
-    return run_in_float32(lstm_recurrence_backward_cpu, grad_output.scalar_type(), grad_output, grad_h_n, grad_c_n,
-                          saved_gates, saved_cell, offsets, w_hh, c0, reverse);
-  }
+  const int64_t hidden = w_hh.size(1), batch = offsets.size(0) - 1;
   at::Tensor grad_gates = at::empty({grad_output.size(0), 4 * hidden}, grad_output.options());
   at::Tensor grad_h0 = at::empty_like(c0), grad_c0 = at::empty_like(c0);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
@@ -188,6 +184,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cpu(
                                    grad_c0.data_ptr<scalar_t>());
   });
   return {grad_gates, grad_h0, grad_c0};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
+    const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
+  const RecurrenceShape shape =
+      check_lstm_backward_inputs(grad_output, grad_h_n, grad_c_n, saved_gates, saved_cell, offsets, w_hh, c0);
+  check_offsets_contents(offsets, shape.tokens);
+  if (is_reduced_float(grad_output)) {
+    return run_in_float32(lstm_recurrence_backward_checked, grad_output.scalar_type(), grad_output, grad_h_n,
+                          grad_c_n, saved_gates, saved_cell, offsets, w_hh, c0, reverse);
+  }
+  return lstm_recurrence_backward_checked(grad_output, grad_h_n, grad_c_n, saved_gates, saved_cell, offsets, w_hh, c0,
+                                          reverse);
 }
 
 }  // namespace

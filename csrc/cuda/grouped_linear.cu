@@ -1,7 +1,8 @@
 // CUDA grouped matmuls over ragged batches. Main loops: mma_pipeline.cuh (tensor cores:
 // half, bfloat16, float as TF32) and simt_tile_gemm.cuh (exact float, double).
 //
-// grouped_linear: block (x = row tile, y = column tile). Row tiles come from a prefix
+// grouped_linear: a (row tile, column tile) grid, taken in grouped order (tile_order.h).
+// Row tiles come from a prefix
 // over per-sequence tile counts (tile_starts, built on the device in the tile shape
 // args.tiles names): a block finds its sequence by binary search, reads that sequence's
 // real rows straight from the padded or ragged input (never a packed copy) and writes
@@ -15,6 +16,7 @@
 #include "mma_pipeline.cuh"
 #include "padkern/ragged_layout.h"
 #include "padkern/scalar_math.h"
+#include "padkern/tile_order.h"
 #include "simt_tile_gemm.cuh"
 
 namespace padkern {
@@ -30,10 +32,16 @@ struct RowTile {
   int64_t b, bos, length, row0;
 };
 
-// False when the block has no rows; the answer is the same for every thread of the
-// block, so it may return before any barrier.
-__device__ __forceinline__ bool find_row_tile(const GroupedLinearArgs& args, int tile_rows, RowTile& tile) {
-  const int64_t index = blockIdx.x;
+constexpr int64_t kTileGroup = 8;  // row tiles per group of the block order
+
+__device__ __forceinline__ TileCoord block_tile() {
+  return grouped_tile_order(int64_t{blockIdx.y} * gridDim.x + blockIdx.x, gridDim.x, gridDim.y, kTileGroup);
+}
+
+// False when row tile `index` has no rows; the answer is the same for every thread of
+// the block, so it may return before any barrier.
+__device__ __forceinline__ bool find_row_tile(const GroupedLinearArgs& args, int tile_rows, int64_t index,
+                                              RowTile& tile) {
   if (index >= args.tile_starts[args.batch]) return false;
   const int64_t b = sequence_of_token(args.tile_starts, args.batch, index);
   const SequenceSpan span = args.padded ? SequenceSpan{0, padded_length_of(args.offsets, b, args.row_limit)}
@@ -46,39 +54,61 @@ __device__ __forceinline__ int64_t input_row(const GroupedLinearArgs& args, cons
   return args.padded ? tile.b * args.in_stride_b + row * args.in_stride_t : (tile.bos + row) * args.in_stride_t;
 }
 
-// Bias, activation and the stores of one output element (row of the sequence, column).
+// base[at] = first and, when `both`, base[at + 1] = second: one store where aligned.
+template <typename T>
+__device__ __forceinline__ void store_one_or_two(T* base, int64_t at, T first, T second, bool both) {
+  struct alignas(2 * sizeof(T)) Two {
+    T first, second;
+  };
+  if (both && reinterpret_cast<uintptr_t>(base + at) % sizeof(Two) == 0) {
+    *reinterpret_cast<Two*>(base + at) = Two{first, second};
+    return;
+  }
+  base[at] = first;
+  if (both) base[at + 1] = second;
+}
+
+// Bias, activation and the stores of output elements (row, col) and, where `count` is 2
+// and it exists, (row, col + 1).
 template <typename T, typename A, int Act>
 __device__ __forceinline__ void store_output(const GroupedLinearArgs& args, const RowTile& tile, int64_t row,
-                                             int64_t col, A dot) {
+                                             int64_t col, A dot0, A dot1, int count) {
   if (row >= tile.length || col >= args.features_out) return;
+  const bool both = count == 2 && col + 1 < args.features_out;
   const T* bias = static_cast<const T*>(args.bias);
-  const A z = dot + (bias != nullptr ? to_acc<A>(bias[col]) : A(0));
+  const A z0 = dot0 + (bias != nullptr ? to_acc<A>(bias[col]) : A(0));
+  const A z1 = both ? dot1 + (bias != nullptr ? to_acc<A>(bias[col + 1]) : A(0)) : A(0);
   const int64_t at =
       (args.padded ? tile.b * args.out_stride_b + row * args.out_stride_t : (tile.bos + row) * args.out_stride_t) + col;
-  if (args.preactivation != nullptr) static_cast<T*>(args.preactivation)[at] = from_acc<T>(z);
-  static_cast<T*>(args.output)[at] = from_acc<T>(activate<Act, A>(z));
+  if (args.preactivation != nullptr) {
+    store_one_or_two(static_cast<T*>(args.preactivation), at, from_acc<T>(z0), from_acc<T>(z1), both);
+  }
+  store_one_or_two(static_cast<T*>(args.output), at, from_acc<T>(activate<Act, A>(z0)),
+                   from_acc<T>(activate<Act, A>(z1)), both);
 }
 
 template <typename T, int TileRows, int Act>
 __global__ void __launch_bounds__(kMmaThreads) grouped_linear_mma_kernel(GroupedLinearArgs args) {
+  const TileCoord coord = block_tile();
   RowTile tile;
-  if (!find_row_tile(args, TileRows, tile)) return;
-  const int64_t col0 = int64_t{blockIdx.y} * kMmaTileCols;
+  if (!find_row_tile(args, TileRows, coord.row, tile)) return;
+  const int64_t col0 = coord.col * kMmaTileCols;
   const MmaOperand<T> a{static_cast<const T*>(args.input) + input_row(args, tile, tile.row0), args.in_stride_t,
                         args.in_stride_k, tile.length - tile.row0, args.input_vectorized};
   const MmaOperand<T> b{static_cast<const T*>(args.weight) + tile.b * args.w_stride_b + col0 * args.w_stride_n,
                         args.w_stride_n, args.w_stride_k, args.features_out - col0, args.weight_vectorized};
-  mma_tile_gemm<T, TileRows>(a, b, args.features_in, [&](int r, int c, float dot) {
-    store_output<T, float, Act>(args, tile, tile.row0 + r, col0 + c, dot);
+  mma_tile_gemm<T, TileRows>(a, b, args.features_in, [&](int r, int c, float dot0, float dot1) {
+    store_output<T, float, Act>(args, tile, tile.row0 + r, col0 + c, dot0, dot1, 2);
   });
 }
 
 template <typename T, typename A, int Act>
 __global__ void __launch_bounds__(kSimtThreads) grouped_linear_simt_kernel(GroupedLinearArgs args) {
   __shared__ CTile<A> c_tile;
+  const TileCoord coord = block_tile();
   RowTile tile;
-  if (!find_row_tile(args, kSimtTileRows, tile)) return;
-  const int64_t col0 = int64_t{blockIdx.y} * kSimtTileCols;
+  if (!find_row_tile(args, kSimtTileRows, coord.row, tile)) return;
+  const int64_t col0 = coord.col * kSimtTileCols;
   const T* input = static_cast<const T*>(args.input);
   const T* weight = static_cast<const T*>(args.weight) + tile.b * args.w_stride_b;
   const T zero = from_acc<T>(A(0));
@@ -95,7 +125,7 @@ __global__ void __launch_bounds__(kSimtThreads) grouped_linear_simt_kernel(Group
   simt_tile_gemm<T, A>(load_a, load_b, args.features_in, c_tile);
   for (int i = threadIdx.x; i < kSimtTileRows * kSimtTileCols; i += kSimtThreads) {
     store_output<T, A, Act>(args, tile, tile.row0 + i / kSimtTileCols, col0 + i % kSimtTileCols,
-                            c_tile[i / kSimtTileCols][i % kSimtTileCols]);
+                            c_tile[i / kSimtTileCols][i % kSimtTileCols], A(0), 1);
   }
 }
 
@@ -123,9 +153,11 @@ __global__ void __launch_bounds__(kMmaThreads) ragged_outer_bmm_mma_kernel(Outer
   const MmaOperand<T> b{static_cast<const T*>(args.y) + bos * args.cols + o.col0, 1, args.cols, args.cols - o.col0,
                         false};
   T* out = static_cast<T*>(args.output) + int64_t{blockIdx.x} * args.rows * args.cols;
-  mma_tile_gemm<T, TileRows>(a, b, o.length, [&](int r, int c, float dot) {
+  mma_tile_gemm<T, TileRows>(a, b, o.length, [&](int r, int c, float dot0, float dot1) {
     const int64_t row = o.row0 + r, col = o.col0 + c;
-    if (row < args.rows && col < args.cols) out[row * args.cols + col] = from_acc<T>(dot);
+    if (row < args.rows && col < args.cols) {
+      store_one_or_two(out, row * args.cols + col, from_acc<T>(dot0), from_acc<T>(dot1), col + 1 < args.cols);
+    }
   });
 }
 

@@ -38,22 +38,25 @@ std::tuple<at::Tensor, at::Tensor> dense_linear(const at::Tensor& input, const a
                                                 const c10::optional<at::Tensor>& bias, int64_t activation,
                                                 bool save_preactivation) {
   at::Tensor z = bias.has_value() ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
-  const bool save = save_preactivation && activation != 0;
-  // In place unless the pre-activation is kept for backward.
-  at::Tensor out = save ? z.clone() : z;
-  switch (activation) {
-    case 1: at::relu_(out); break;
-    case 2: at::gelu_(out); break;
-    case 3: at::silu_(out); break;
-    default: break;
+  if (activation == 0) return {z, at::empty({0}, input.options())};
+  if (save_preactivation) {  // z is kept for backward: the activation writes a new tensor
+    at::Tensor out = activation == 1 ? at::relu(z) : activation == 2 ? at::gelu(z) : at::silu(z);
+    return {out, z};
   }
-  return {out, save ? z : at::empty({0}, input.options())};
+  if (activation == 1) {
+    at::relu_(z);
+  } else if (activation == 2) {
+    at::gelu_(z);
+  } else {
+    at::silu_(z);
+  }
+  return {z, at::empty({0}, input.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, const at::Tensor& offsets,
                                                        const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                        int64_t activation, bool save_preactivation,
-                                                       int64_t /*total_tokens: backward only*/) {
+                                                       int64_t total_tokens) {
   check_grouped_linear_inputs(input, offsets, weight, bias, activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool padded = input.dim() == 3;
@@ -70,7 +73,9 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   at::Tensor pre = save ? at::zeros_like(out) : at::empty({0}, input.options());
   const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t row_limit = padded ? input.size(1) : input.size(0);
-  const int64_t mean_rows = padded ? input.size(1) : input.size(0) / std::max<int64_t>(batch, 1);
+  // Rows per sequence: real ones where L is known (it is -1 when only the GPU knows it).
+  const int64_t known_rows = padded ? (total_tokens >= 0 ? total_tokens : batch * input.size(1)) : input.size(0);
+  const int64_t mean_rows = known_rows / std::max<int64_t>(batch, 1);
   const cuda::GemmTiles tiles =
       cuda::grouped_gemm_tiles(element_type(input), tf32_allowed(), mean_rows, padded ? batch * row_limit : row_limit,
                                features, sm_count());
@@ -85,6 +90,9 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   const at::Tensor tile_starts = at::cat({at::zeros({1}, offsets.options()), at::cumsum(tile_counts, 0)});
   const int64_t row_tiles = padded ? batch * ((row_limit + tiles.rows - 1) / tiles.rows)
                                    : (row_limit + tiles.rows - 1) / tiles.rows + batch;
+  const int64_t col_tiles = (features + tiles.cols - 1) / tiles.cols;
+  TORCH_CHECK(row_tiles < (int64_t{1} << 31) && col_tiles <= 65535, "padkern: grouped_linear's grid of ", row_tiles,
+              " x ", col_tiles, " tiles exceeds CUDA's limits (2^31 - 1 x 65535)");
   cuda::GroupedLinearArgs args{};
   args.input = input.data_ptr();
   args.offsets = offsets.data_ptr<int64_t>();
@@ -127,6 +135,10 @@ at::Tensor ragged_outer_bmm_cuda(const at::Tensor& x, const at::Tensor& y, const
   cuda::OuterBmmArgs args{xc.data_ptr(), yc.data_ptr(), offsets.data_ptr<int64_t>(), out.data_ptr(), x.size(0), batch, x.size(1),
                           y.size(1), cuda::grouped_gemm_tiles(element_type(x), tf32_allowed(), x.size(1),
                                                               batch * x.size(1), y.size(1), sm_count())};
+  const int64_t tiles = ((args.rows + args.tiles.rows - 1) / args.tiles.rows) *
+                        ((args.cols + args.tiles.cols - 1) / args.tiles.cols);
+  TORCH_CHECK(batch < (int64_t{1} << 31) && tiles <= 65535, "padkern: ragged_outer_bmm's output [", x.size(1), ", ",
+              y.size(1), "] needs ", tiles, " tiles per sequence; CUDA's grid allows 65535");
   C10_CUDA_CHECK(cuda::launch_ragged_outer_bmm(element_type(x), args, at::cuda::getCurrentCUDAStream()));
   return out;
 }

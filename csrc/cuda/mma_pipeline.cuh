@@ -4,15 +4,18 @@
 //
 // - Copies: 16-byte cp.async (zero-filled past the rows and K) into a 3-stage ring, so
 //   the copies of the next two K-slices overlap the MMAs of the current one. Operands
-//   that are not K-contiguous and 16-byte aligned (views, odd K, x^T in an outer
-//   product) are copied element by element into the same layout, synchronously.
+//   that are not K-contiguous and 16-byte aligned (views, K not a multiple of the 16-byte
+//   chunk, per-sequence [B, K, N] weights, x^T in an outer product) are loaded element by
+//   element into registers before the current slice's MMAs and stored into the same
+//   layout after them.
 // - Layout and fragment addressing: padkern/mma_tile_layout.h (swizzled, so ldmatrix
 //   is bank-conflict free; checked on the CPU against the PTX fragment definitions).
 // - Maths: ldmatrix.x4 + mma.sync m16n8k16 (f16, bf16) or m16n8k8 (tf32, for float
 //   when torch allows TF32), fp32 accumulation in registers. Warps are 2 x 4 over the
 //   tile; each owns (TileRows / 2) x 32.
-// - Epilogue: the caller's functor gets (row, col, value) for every accumulator, straight
-//   from registers (no shared-memory C tile), and does its own bounds checks.
+// - Epilogue: the caller's functor gets (row, col, value at col, value at col + 1) for
+//   every accumulator pair, straight from registers (no shared-memory C tile), and does
+//   its own bounds checks.
 //
 // Only the copies, the barrier and the three instructions are GPU-only; the index maths
 // they use lives in mma_tile_layout.h.
@@ -82,14 +85,14 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&regs)[4], const void* sha
                : "memory");
 }
 
-// Round to nearest (ties away), as cuBLAS does; mma.sync alone would truncate the mantissa.
+// Round to nearest (ties away from zero): mma.sync alone would truncate the mantissa.
 __device__ __forceinline__ uint32_t to_tf32(uint32_t bits) {
   uint32_t rounded;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(rounded) : "f"(__uint_as_float(bits)));
   return rounded;
 }
 
-// d += a @ b for one m16 x n8 block and one k-step.
+// d += a @ b for one m16 x n8 block and one k-step (tf32 operands already rounded).
 template <typename T>
 __device__ __forceinline__ void mma_step(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   if constexpr (std::is_same<T, __half>::value) {
@@ -104,70 +107,107 @@ __device__ __forceinline__ void mma_step(float (&d)[4], const uint32_t (&a)[4], 
     static_assert(std::is_same<T, float>::value, "tensor-core element types: half, bfloat16, float (as tf32)");
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(to_tf32(a[0])), "r"(to_tf32(a[1])), "r"(to_tf32(a[2])), "r"(to_tf32(a[3])), "r"(to_tf32(b0)),
-                   "r"(to_tf32(b1)));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
 
-// Fills one operand's part of a stage: `Rows` rows x K-slice [k0, k0 + 64 bytes).
-template <typename T, int Rows>
-__device__ __forceinline__ void copy_operand_slice(const MmaOperand<T>& src, int64_t depth, int64_t k0,
-                                                   unsigned char* tile) {
-  constexpr int kElems = mma::kChunkBytes / static_cast<int>(sizeof(T));
-  const bool rows_adjacent = !src.vectorized && src.row_stride == 1;
-  for (int i = threadIdx.x; i < Rows * mma::kChunksPerRow; i += kMmaThreads) {
-    const mma::RowChunk at = mma::copy_target(i, Rows, rows_adjacent);
-    const int64_t k = k0 + at.chunk * kElems;
-    const bool row_inside = at.row < src.rows;
-    unsigned char* dst = tile + mma::chunk_offset(at.row, at.chunk);
-    if (src.vectorized) {
-      const bool inside = row_inside && k < depth;
-      cp_async_16(dst, inside ? src.base + at.row * src.row_stride + k : src.base, inside ? mma::kChunkBytes : 0);
-    } else {
-      union {
-        uint4 bits;
-        T elements[kElems];
-      } chunk;
+template <typename T>
+__device__ __forceinline__ void round_to_tf32_if_float(uint32_t (&regs)[4]) {
+  if constexpr (std::is_same<T, float>::value) {
 #pragma unroll
-      for (int e = 0; e < kElems; ++e) {
-        chunk.elements[e] = (row_inside && k + e < depth) ? src.base[at.row * src.row_stride + (k + e) * src.k_stride]
-                                                          : from_acc<T>(0.0f);
+    for (int i = 0; i < 4; ++i) regs[i] = to_tf32(regs[i]);
+  }
+}
+
+// One operand's part of a stage: `Rows` rows x the K-slice [k0, k0 + 64 bytes). A
+// vectorized operand goes by cp.async (issue() does everything). Any other operand is
+// loaded into registers by issue(), right after the barrier, and written to shared
+// memory by finish(), after the current slice's MMAs: the global latency overlaps them.
+template <typename T, int Rows>
+struct SliceCopy {
+  static constexpr int kElems = mma::kChunkBytes / static_cast<int>(sizeof(T));
+  static constexpr int kChunks = Rows * mma::kChunksPerRow / kMmaThreads;  // per thread: 1 or 2
+  static_assert(Rows * mma::kChunksPerRow % kMmaThreads == 0, "whole chunks per thread");
+  union Chunk {
+    uint4 bits;
+    T elements[kElems];
+  };
+  Chunk staged[kChunks];
+
+  __device__ __forceinline__ mma::RowChunk target(const MmaOperand<T>& src, int c) const {
+    return mma::copy_target(threadIdx.x + c * kMmaThreads, Rows, !src.vectorized && src.row_stride == 1);
+  }
+
+  __device__ __forceinline__ void issue(const MmaOperand<T>& src, int64_t depth, int64_t k0, unsigned char* tile) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const mma::RowChunk at = target(src, c);
+      const int64_t k = k0 + at.chunk * kElems;
+      const bool row_inside = at.row < src.rows;
+      if (src.vectorized) {
+        const bool inside = row_inside && k < depth;
+        cp_async_16(tile + mma::chunk_offset(at.row, at.chunk), inside ? src.base + at.row * src.row_stride + k : src.base,
+                    inside ? mma::kChunkBytes : 0);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kElems; ++e) {
+          staged[c].elements[e] = (row_inside && k + e < depth)
+                                      ? src.base[at.row * src.row_stride + (k + e) * src.k_stride]
+                                      : from_acc<T>(0.0f);
+        }
       }
-      *reinterpret_cast<uint4*>(dst) = chunk.bits;
     }
   }
-}
 
+  __device__ __forceinline__ void finish(const MmaOperand<T>& src, unsigned char* tile) const {
+    if (src.vectorized) return;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const mma::RowChunk at = target(src, c);
+      *reinterpret_cast<uint4*>(tile + mma::chunk_offset(at.row, at.chunk)) = staged[c].bits;
+    }
+  }
+};
+
+// The epilogue receives each accumulator pair (columns col and col + 1 of one row).
 template <typename T, int TileRows, typename Epilogue>
 __device__ __forceinline__ void mma_tile_gemm(const MmaOperand<T>& a, const MmaOperand<T>& b, int64_t depth,
                                               const Epilogue& epilogue) {
   using Tile = MmaTile<TileRows>;
   __shared__ __align__(128) unsigned char stages[kMmaStages][Tile::kStageBytes];
   constexpr int64_t kSliceDepth = mma::kRowBytes / sizeof(T);  // K per stage: 32 halves or 16 floats
+  constexpr int kBOffset = Tile::kRows * mma::kRowBytes;
   const int64_t slices = (depth + kSliceDepth - 1) / kSliceDepth;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int warp_row = (warp / 4) * Tile::kWarpRows, warp_col = (warp % 4) * Tile::kWarpCols;
   float acc[Tile::kFragRows][Tile::kFragCols][4] = {};
+  SliceCopy<T, Tile::kRows> copy_a;
+  SliceCopy<T, Tile::kCols> copy_b;
 
-  auto copy_slice = [&](int64_t slice) {
-    unsigned char* a_tile = stages[slice % kMmaStages];
-    copy_operand_slice<T, Tile::kRows>(a, depth, slice * kSliceDepth, a_tile);
-    copy_operand_slice<T, Tile::kCols>(b, depth, slice * kSliceDepth, a_tile + Tile::kRows * mma::kRowBytes);
-  };
   // Every thread commits one group per slice, empty or not, so wait_group counts alike everywhere.
   for (int s = 0; s < kMmaStages - 1; ++s) {
-    if (s < slices) copy_slice(s);
+    if (s < slices) {
+      copy_a.issue(a, depth, s * kSliceDepth, stages[s]);
+      copy_b.issue(b, depth, s * kSliceDepth, stages[s] + kBOffset);
+      copy_a.finish(a, stages[s]);
+      copy_b.finish(b, stages[s] + kBOffset);
+    }
     cp_async_commit();
   }
+  int stage = 0, refill = kMmaStages - 1;  // slice % kMmaStages and (slice + kMmaStages - 1) % kMmaStages
   for (int64_t slice = 0; slice < slices; ++slice) {
     cp_async_wait<kMmaStages - 2>();
     // Slice `slice` is now visible to every thread, and every warp has finished the MMAs
-    // of slice - 1, whose stage the copy below refills.
+    // of slice - 1, whose stage (`refill`) is copied into from here until the next barrier.
     __syncthreads();
-    if (slice + kMmaStages - 1 < slices) copy_slice(slice + kMmaStages - 1);
+    const int64_t next = slice + kMmaStages - 1;
+    if (next < slices) {
+      copy_a.issue(a, depth, next * kSliceDepth, stages[refill]);
+      copy_b.issue(b, depth, next * kSliceDepth, stages[refill] + kBOffset);
+    }
     cp_async_commit();
-    const unsigned char* a_tile = stages[slice % kMmaStages];
-    const unsigned char* b_tile = a_tile + Tile::kRows * mma::kRowBytes;
+    const unsigned char* a_tile = stages[stage];
+    const unsigned char* b_tile = a_tile + kBOffset;
 #pragma unroll
     for (int step = 0; step < mma::kStepsPerStage; ++step) {
       uint32_t a_frag[Tile::kFragRows][4], b_frag[Tile::kFragCols / 2][4];
@@ -175,11 +215,13 @@ __device__ __forceinline__ void mma_tile_gemm(const MmaOperand<T>& a, const MmaO
       for (int i = 0; i < Tile::kFragRows; ++i) {
         const mma::RowChunk src = mma::a_fragment_source(lane, warp_row + 16 * i, step);
         ldmatrix_x4(a_frag[i], a_tile + mma::chunk_offset(src.row, src.chunk));
+        round_to_tf32_if_float<T>(a_frag[i]);
       }
 #pragma unroll
       for (int j = 0; j < Tile::kFragCols / 2; ++j) {
         const mma::RowChunk src = mma::b_fragment_source(lane, warp_col + 16 * j, step);
         ldmatrix_x4(b_frag[j], b_tile + mma::chunk_offset(src.row, src.chunk));
+        round_to_tf32_if_float<T>(b_frag[j]);
       }
 #pragma unroll
       for (int i = 0; i < Tile::kFragRows; ++i)
@@ -187,6 +229,12 @@ __device__ __forceinline__ void mma_tile_gemm(const MmaOperand<T>& a, const MmaO
         for (int j = 0; j < Tile::kFragCols; ++j)
           mma_step<T>(acc[i][j], a_frag[i], b_frag[j / 2][2 * (j % 2)], b_frag[j / 2][2 * (j % 2) + 1]);
     }
+    if (next < slices) {
+      copy_a.finish(a, stages[refill]);
+      copy_b.finish(b, stages[refill] + kBOffset);
+    }
+    stage = stage + 1 == kMmaStages ? 0 : stage + 1;
+    refill = refill + 1 == kMmaStages ? 0 : refill + 1;
   }
   cp_async_wait<0>();  // only empty groups can be pending here; leave none behind
 #pragma unroll
@@ -194,9 +242,9 @@ __device__ __forceinline__ void mma_tile_gemm(const MmaOperand<T>& a, const MmaO
 #pragma unroll
     for (int j = 0; j < Tile::kFragCols; ++j)
 #pragma unroll
-      for (int r = 0; r < 4; ++r)
-        epilogue(warp_row + 16 * i + mma::accumulator_row(lane, r), warp_col + 8 * j + mma::accumulator_col(lane, r),
-                 acc[i][j][r]);
+      for (int half = 0; half < 2; ++half)  // c0 c1, then c2 c3 eight rows below
+        epilogue(warp_row + 16 * i + mma::accumulator_row(lane, 2 * half),
+                 warp_col + 8 * j + mma::accumulator_col(lane, 2 * half), acc[i][j][2 * half], acc[i][j][2 * half + 1]);
 }
 
 }  // namespace cuda

@@ -10,7 +10,7 @@
 
 #include "element_type.h"
 #include "padkern/rnn_kernels.h"
-#include "padkern/tensor_checks.h"
+#include "padkern/recurrence_checks.h"
 
 namespace padkern {
 namespace {
@@ -24,9 +24,7 @@ void* maybe_ptr(bool save, at::Tensor& tensor) { return save ? tensor.data_ptr()
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cuda(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& h0,
     const at::Tensor& c0, bool reverse, bool save_for_backward) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 4 * hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
-                                             {h0, "h0", batch, hidden}, {c0, "c0", batch, hidden}});
+  const auto [hidden, tokens, batch] = check_lstm_forward_inputs(gates_x, offsets, w_hh, h0, c0);
   const c10::cuda::CUDAGuard guard(gates_x.device());
   const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), h = h0.contiguous(), c = c0.contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
@@ -44,12 +42,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 4), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, grad_output,
-                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
-                           {grad_c_n, "grad_c_n", batch, hidden}, {saved_gates, "gates", tokens, 4 * hidden},
-                           {saved_cell, "cell", tokens, hidden}, {w_hh, "w_hh", 4 * hidden, hidden},
-                           {c0, "c0", batch, hidden}});
+  const auto [hidden, tokens, batch] =
+      check_lstm_backward_inputs(grad_output, grad_h_n, grad_c_n, saved_gates, saved_cell, offsets, w_hh, c0);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
   const at::Tensor sg = saved_gates.contiguous(), sc = saved_cell.contiguous(), w = w_hh.contiguous(), c = c0.contiguous();
@@ -65,11 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cuda(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cuda(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& b_hh,
     const at::Tensor& h0, bool reverse, bool save_for_backward) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, gates_x, {{gates_x, "gates_x", tokens, 3 * hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
-                                             {h0, "h0", batch, hidden}});
-  check_same_kind(b_hh, gates_x, "b_hh");
-  check_shape(b_hh, {3 * hidden}, "b_hh");
+  const auto [hidden, tokens, batch] = check_gru_forward_inputs(gates_x, offsets, w_hh, b_hh, h0);
   const c10::cuda::CUDAGuard guard(gates_x.device());
   const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), bias = b_hh.contiguous(), h = h0.contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
@@ -87,12 +77,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_hh_n, const at::Tensor& output, const at::Tensor& offsets, const at::Tensor& w_hh,
     const at::Tensor& h0, bool reverse) {
-  const int64_t hidden = recurrent_hidden_size(w_hh, 3), tokens = grad_output.size(0), batch = offsets.size(0) - 1;
-  check_recurrence_inputs(offsets, grad_output,
-                          {{grad_output, "grad_output", tokens, hidden}, {grad_h_n, "grad_h_n", batch, hidden},
-                           {saved_gates, "gates", tokens, 3 * hidden}, {saved_hh_n, "hh_n", tokens, hidden},
-                           {output, "output", tokens, hidden}, {w_hh, "w_hh", 3 * hidden, hidden},
-                           {h0, "h0", batch, hidden}});
+  const auto [hidden, tokens, batch] =
+      check_gru_backward_inputs(grad_output, grad_h_n, saved_gates, saved_hh_n, output, offsets, w_hh, h0);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), sg = saved_gates.contiguous();
   const at::Tensor sn = saved_hh_n.contiguous(), out = output.contiguous(), w = w_hh.contiguous(), h = h0.contiguous();

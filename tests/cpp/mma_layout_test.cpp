@@ -3,6 +3,7 @@
 // m16n8k8 tf32), by simulating a warp on a byte image of one shared-memory stage.
 // Every element carries its own (row, k) as its value, so each register a lane would
 // receive is decoded and compared with the coordinates PTX assigns to it.
+// Also checks the grouped block order of padkern/tile_order.h.
 // Built and run by tests/test_mma_layout.py; exits non-zero with a message on failure.
 #include <cstdint>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "padkern/mma_tile_layout.h"
+#include "padkern/tile_order.h"
 
 using namespace padkern::mma;
 
@@ -162,9 +164,27 @@ void check_bijections(int tile_rows) {
   }
 }
 
+// The grouped block order visits every (row tile, column tile) exactly once.
+void check_tile_order() {
+  for (int64_t rows : {1, 7, 8, 9, 100})
+    for (int64_t cols : {1, 3, 8})
+      for (int64_t group : {1, 8}) {
+        std::set<std::pair<int64_t, int64_t>> seen;
+        for (int64_t linear = 0; linear < rows * cols; ++linear) {
+          const padkern::TileCoord t = padkern::grouped_tile_order(linear, rows, cols, group);
+          expect(t.row >= 0 && t.row < rows && t.col >= 0 && t.col < cols, "tile order in range", int(rows), int(cols),
+                 int(linear));
+          seen.insert({t.row, t.col});
+        }
+        expect(static_cast<int64_t>(seen.size()) == rows * cols, "tile order is a bijection", int(rows), int(cols),
+               int(group));
+      }
+}
+
 }  // namespace
 
 int main() {
+  check_tile_order();
   for (int rows : {64, 128}) {
     for (int elem_bytes : {2, 4}) {
       check_a_fragments(elem_bytes, rows);

@@ -51,7 +51,7 @@ inline bool chunk_aligned(const void* base, int64_t element_size, int64_t k_stri
 struct GroupedLinearArgs {
   const void* input;          // padded [B, T, K] or ragged [L, K]
   const int64_t* offsets;     // [B+1]
-  const int64_t* tile_starts; // [B+1]: prefix over cdiv(length_b, kTileRows), lengths clamped as in sequence_span
+  const int64_t* tile_starts; // [B+1]: prefix over cdiv(length_b, tiles.rows), lengths clamped as in sequence_span
   const void* weight;         // element (b, k, n) at b*w_stride_b + k*w_stride_k + n*w_stride_n
   const void* bias;           // [N] or null
   void* output;               // padded [B, T, N] or ragged [L, N], contiguous

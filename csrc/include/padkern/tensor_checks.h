@@ -101,11 +101,9 @@ struct ExpectedMatrix {
   int64_t rows, cols;
 };
 
-// The recurrences' bindings copy their operands to contiguous buffers themselves, so only
-// shapes, dtypes and the offsets need checking.
-inline void check_recurrence_inputs(const at::Tensor& offsets, const at::Tensor& like,
-                                    std::initializer_list<ExpectedMatrix> matrices) {
-  check_offsets_layout(offsets, like.device());
+// Each matrix has its expected shape and `like`'s dtype and device (per-op use:
+// padkern/recurrence_checks.h).
+inline void check_recurrence_inputs(const at::Tensor& like, std::initializer_list<ExpectedMatrix> matrices) {
   for (const ExpectedMatrix& m : matrices) {
     check_same_kind(m.tensor, like, m.name);
     check_shape(m.tensor, {m.rows, m.cols}, m.name);
