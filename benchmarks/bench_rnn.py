@@ -1,6 +1,8 @@
 """padkern.nn.LSTM/GRU against what users write: pack_padded_sequence + torch.nn.LSTM +
 pad_packed_sequence (enforce_sorted=False), and torch.nn.LSTM on the padded tensor
 (oneDNN on CPU, cuDNN on GPU: wrong at padded rows, a speed reference only)."""
+import os
+
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -15,9 +17,11 @@ CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("lstm", 3
 CASES_GPU = [(cell, batch, 256, hidden, fraction) for cell in ("lstm", "gru") for hidden in (128, 256, 512, 1024)
              for batch in (8, 32, 128, 256) for fraction in (0.25, 0.5, 0.75)
              if not (hidden == 1024 and batch == 256)]
-# For the one-call GPU check (benchmarks/gpu_check.sh) and a quick CPU look.
+# For the one-call GPU check (benchmarks/gpu_check.sh) and a quick CPU look; a sixth field
+# names the dtype (float32 otherwise).
 QUICK_CASES = [("lstm", 32, 256, 256, 0.5), ("lstm", 128, 256, 512, 0.5), ("lstm", 8, 256, 128, 0.5),
-               ("gru", 32, 256, 256, 0.5)]
+               ("gru", 32, 256, 256, 0.5), ("lstm", 64, 256, 256, 0.5, "bfloat16"),
+               ("gru", 64, 256, 256, 0.5, "bfloat16"), ("lstm", 256, 256, 1024, 0.5, "bfloat16")]
 
 
 def matmul_flops(cell: str, tokens: int, hidden: int, backward: bool) -> float:
@@ -27,16 +31,34 @@ def matmul_flops(cell: str, tokens: int, hidden: int, backward: bool) -> float:
     return forward * (3 if backward else 1)
 
 
+def persistent_path(fn):
+    """The call with the CUDA recurrences on their persistent kernels (PADKERN_CUDA_RNN)."""
+    def run():
+        os.environ["PADKERN_CUDA_RNN"] = "persistent"
+        try:
+            return fn()
+        finally:
+            del os.environ["PADKERN_CUDA_RNN"]
+    return run
+
+
 def run(device: torch.device, rounds: int, cases=None) -> Report:
     report = Report("rnn", device)
-    rate = matmul_rate(device)
+    rates = {}  # the measured GEMM rate per dtype: the floor's denominator
     generator = torch.Generator().manual_seed(0)
-    for cell, batch, padded_length, hidden, fraction in cases or (CASES_GPU if device.type == "cuda" else CASES_CPU):
+    for cell, batch, padded_length, hidden, fraction, *precision in \
+            cases or (CASES_GPU if device.type == "cuda" else CASES_CPU):
+        dtype = getattr(torch, precision[0]) if precision else torch.float32
+        if dtype != torch.float32 and device.type != "cuda":
+            continue  # the CPU figures are float32
+        if dtype not in rates:
+            rates[dtype] = matmul_rate(device, dtype)
+        rate = rates[dtype]
         torch_cls, ours_cls = (torch.nn.LSTM, padkern.nn.LSTM) if cell == "lstm" else (torch.nn.GRU, padkern.nn.GRU)
-        reference = torch_cls(hidden, hidden, batch_first=True).to(device)
-        ours = ours_cls(hidden, hidden, batch_first=True).to(device)
+        reference = torch_cls(hidden, hidden, batch_first=True).to(device, dtype)
+        ours = ours_cls(hidden, hidden, batch_first=True).to(device, dtype)
         ours.load_state_dict(reference.state_dict())
-        x = torch.randn(batch, padded_length, hidden, device=device, requires_grad=True)
+        x = torch.randn(batch, padded_length, hidden, device=device, dtype=dtype, requires_grad=True)
         lengths = random_lengths(batch, padded_length, fraction, generator)
         tokens = int(lengths.sum())
 
@@ -55,18 +77,21 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
         if device.type == "cuda":
             # Every GPU backend by name: benchmarks/auto_table.py ranks them for backend="auto".
             def forced(backend):
-                module = ours_cls(hidden, hidden, batch_first=True, backend=backend).to(device)
+                module = ours_cls(hidden, hidden, batch_first=True, backend=backend).to(device, dtype)
                 module.load_state_dict(reference.state_dict())
                 return lambda: module(Ragged(ragged_leaf, ragged.offsets))[0].values
 
             candidates.update(backend_candidates(cell, device, forced))
+            if dtype != torch.float32:  # the persistent kernels (tensor cores; float32 only with TF32)
+                candidates["padkern ragged, persistent (cuda)"] = persistent_path(
+                    lambda: ours(Ragged(ragged_leaf, ragged.offsets))[0].values)
         case = f"{cell} B{batch} T{padded_length} H{hidden} {int(fraction * 100)}%"
         with torch.no_grad():
-            report.add({"case": case, "dtype": "float32", "pass": "forward"},
+            report.add({"case": case, "dtype": str(dtype).replace("torch.", ""), "pass": "forward"},
                        interleaved_medians(candidates, device, rounds), "torch packed",
                        matmul_flops(cell, tokens, hidden, False) / rate)
-        training = {name: (lambda fn=fn: fn().sum().backward()) for name, fn in candidates.items()}
-        report.add({"case": case, "dtype": "float32", "pass": "forward+backward"},
+        training = {name: (lambda fn=fn: fn().float().sum().backward()) for name, fn in candidates.items()}
+        report.add({"case": case, "dtype": str(dtype).replace("torch.", ""), "pass": "forward+backward"},
                    interleaved_medians(training, device, rounds), "torch packed",
                    matmul_flops(cell, tokens, hidden, True) / rate)
     return report

@@ -46,15 +46,15 @@ step "GPU tests"
 step "compute-sanitizer memcheck (cuda kernels)"
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
   "$PY" -m pytest -q -x tests/test_padding.py tests/test_rnn_ops.py tests/test_linear.py tests/test_segment.py \
-  tests/test_gpu.py tests/test_gpu_matmul.py \
-  -k "cuda-cuda or stream or in_bounds or clamp or (any_k_n and tf32_on and None and (7-9 or 72-200)) or alignment" \
+  tests/test_gpu.py tests/test_gpu_matmul.py tests/test_gpu_persistent_rnn.py \
+  -k "cuda-cuda or stream or in_bounds or clamp or (any_k_n and tf32_on and None and (7-9 or 72-200)) or alignment or empty_sequences or past_the_tokens or (float64_within and lstm-64 and bfloat16)" \
   -p no:cacheprovider || status=1
 
 step "compute-sanitizer racecheck and synccheck (shared-memory kernels, a few cases)"
 for tool in racecheck synccheck; do
   timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    "$PY" -m pytest -q -x tests/test_rnn_ops.py tests/test_linear.py tests/test_gpu_matmul.py \
-    -k "(cuda-cuda and (mixed_unsorted or ragged_bmm_and_outer)) or (any_k_n and tf32_on and gelu and 72-200 and (bfloat16 or float32))" \
+    "$PY" -m pytest -q -x tests/test_rnn_ops.py tests/test_linear.py tests/test_gpu_matmul.py tests/test_gpu_persistent_rnn.py \
+    -k "(cuda-cuda and (mixed_unsorted or ragged_bmm_and_outer)) or (any_k_n and tf32_on and gelu and 72-200 and (bfloat16 or float32)) or empty_sequences" \
     -p no:cacheprovider || status=1
 done
 return $status

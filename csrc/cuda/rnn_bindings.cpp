@@ -11,6 +11,7 @@
 #include "element_type.h"
 #include "padkern/rnn_kernels.h"
 #include "padkern/recurrence_checks.h"
+#include "recurrence_path.h"
 
 namespace padkern {
 namespace {
@@ -26,11 +27,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
     const at::Tensor& c0, bool reverse, bool save_for_backward) {
   const auto [hidden, tokens, batch] = check_lstm_forward_inputs(gates_x, offsets, w_hh, h0, c0);
   const c10::cuda::CUDAGuard guard(gates_x.device());
-  const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), h = h0.contiguous(), c = c0.contiguous();
+  const at::Tensor x = gates_x.contiguous(), h = h0.contiguous(), c = c0.contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
-  at::Tensor h_n = at::empty_like(h), c_n = at::empty_like(c);
   at::Tensor saved_gates = saved_or_empty(save_for_backward, tokens, 4 * hidden, x);
   at::Tensor saved_cell = saved_or_empty(save_for_backward, tokens, hidden, x);
+  if (const PersistentChoice choice = persistent_choice(x, 4, hidden); choice.units > 0) {
+    // h_n/c_n start as h0/c0: what a zero-length sequence returns; the others are written.
+    at::Tensor h_n = h.clone(), c_n = c.clone();
+    const PersistentBuffers buffers = persistent_buffers(offsets, tokens, h, c);
+    const at::Tensor w = aligned_weights(w_hh);
+    cuda::PersistentRnnArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), buffers.order.data_ptr<int64_t>(),
+                                 buffers.sorted_lengths.data_ptr<int64_t>(), w.data_ptr(), nullptr,
+                                 buffers.hidden_ring.data_ptr(), buffers.state.data_ptr<float>(), output.data_ptr(),
+                                 h_n.data_ptr(), c_n.data_ptr(), maybe_ptr(save_for_backward, saved_gates),
+                                 maybe_ptr(save_for_backward, saved_cell), tokens, batch, hidden, choice.units, reverse};
+    const cudaError_t err =
+        cuda::launch_persistent_lstm_forward(element_type(x), args, at::cuda::getCurrentCUDAStream());
+    if (!persistent_fallback(err, choice)) {
+      C10_CUDA_CHECK(err);
+      return {output, h_n, c_n, saved_gates, saved_cell};
+    }
+  }
+  const at::Tensor w_t = w_hh.t().contiguous();
+  at::Tensor h_n = at::empty_like(h), c_n = at::empty_like(c);
   cuda::LstmForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), h.data_ptr(), c.data_ptr(),
                              output.data_ptr(), h_n.data_ptr(), c_n.data_ptr(),
                              maybe_ptr(save_for_backward, saved_gates), maybe_ptr(save_for_backward, saved_cell),
@@ -61,11 +80,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cuda(
     const at::Tensor& h0, bool reverse, bool save_for_backward) {
   const auto [hidden, tokens, batch] = check_gru_forward_inputs(gates_x, offsets, w_hh, b_hh, h0);
   const c10::cuda::CUDAGuard guard(gates_x.device());
-  const at::Tensor x = gates_x.contiguous(), w_t = w_hh.t().contiguous(), bias = b_hh.contiguous(), h = h0.contiguous();
+  const at::Tensor x = gates_x.contiguous(), bias = b_hh.contiguous(), h = h0.contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
-  at::Tensor h_n = at::empty_like(h);
   at::Tensor saved_gates = saved_or_empty(save_for_backward, tokens, 3 * hidden, x);
   at::Tensor saved_hh_n = saved_or_empty(save_for_backward, tokens, hidden, x);
+  if (const PersistentChoice choice = persistent_choice(x, 3, hidden); choice.units > 0) {
+    at::Tensor h_n = h.clone();  // what a zero-length sequence returns; the others are written
+    const PersistentBuffers buffers = persistent_buffers(offsets, tokens, h, h);
+    const at::Tensor w = aligned_weights(w_hh);
+    cuda::PersistentRnnArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), buffers.order.data_ptr<int64_t>(),
+                                 buffers.sorted_lengths.data_ptr<int64_t>(), w.data_ptr(), bias.data_ptr(),
+                                 buffers.hidden_ring.data_ptr(), buffers.state.data_ptr<float>(), output.data_ptr(),
+                                 h_n.data_ptr(), nullptr, maybe_ptr(save_for_backward, saved_gates),
+                                 maybe_ptr(save_for_backward, saved_hh_n), tokens, batch, hidden, choice.units, reverse};
+    const cudaError_t err = cuda::launch_persistent_gru_forward(element_type(x), args, at::cuda::getCurrentCUDAStream());
+    if (!persistent_fallback(err, choice)) {
+      C10_CUDA_CHECK(err);
+      return {output, h_n, saved_gates, saved_hh_n};
+    }
+  }
+  const at::Tensor w_t = w_hh.t().contiguous();
+  at::Tensor h_n = at::empty_like(h);
   cuda::GruForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), bias.data_ptr(), h.data_ptr(),
                             output.data_ptr(), h_n.data_ptr(), maybe_ptr(save_for_backward, saved_gates),
                             maybe_ptr(save_for_backward, saved_hh_n), tokens, batch, hidden, reverse};

@@ -1,6 +1,6 @@
 // Shared-memory layout and fragment addressing of the tensor-core main loop
 // (csrc/cuda/mma_pipeline.cuh), as plain index arithmetic: the CPU test
-// (tests/cpp/mma_layout_test.cpp) checks it against the PTX ISA's fragment
+// (tests/cpp/kernel_index_maths_test.cpp) checks it against the PTX ISA's fragment
 // definitions of ldmatrix and mma.sync, so the maths is verified before a GPU runs it.
 //
 // A stage holds each operand as `rows` x 64 bytes, K-contiguous: four 16-byte chunks

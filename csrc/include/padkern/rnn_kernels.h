@@ -74,6 +74,35 @@ struct GruBackwardArgs {
   bool reverse;
 };
 
+// The persistent forward recurrences (persistent_rnn.cu): one cooperative grid runs every
+// step, each block keeping its rows of w_hh in shared memory (persistent_rnn_plan.h).
+// Hidden states and state rows are kept in the longest-first order of the sequences.
+struct PersistentRnnArgs {
+  const void* gates_x;            // [L, G*H]: input projection plus b_ih (and b_hh for the LSTM)
+  const int64_t* offsets;         // [B+1]
+  const int64_t* order;           // [B]: the sequences, longest first
+  const int64_t* sorted_lengths;  // [B]: their lengths (clamped as sequence_span), descending
+  const void* w_hh;               // [G*H, H] contiguous
+  const void* b_hh;               // [G*H] (GRU) or null
+  void* hidden_ring;              // [2, B, H]: running h in sorted order; [0] holds h0 on entry
+  float* state;                   // [B, H] in sorted order: c (LSTM) or h (GRU) in float32; c0/h0 on entry
+  void* output;                   // [L, H]
+  void* h_n;                      // [B, H]: h0 on entry (what an empty sequence returns)
+  void* c_n;                      // [B, H]: c0 on entry (LSTM), else null
+  void* saved_gates;              // [L, G*H] activated gates, or null (inference)
+  void* saved_extra;              // [L, H]: c (LSTM) or hh_n (GRU), or null
+  int64_t tokens, batch, hidden;  // L, B, H
+  int units;                      // hidden units per block: persistent_rnn_units
+  bool reverse;
+};
+
+// Hidden units per block for a persistent recurrence of `gates` gates on the current
+// device, or 0 where it cannot run there (element type without tensor cores, shape, or
+// a grid that would not be co-resident).
+cudaError_t persistent_rnn_units(ElementType type, int gates, int64_t hidden, int* units);
+cudaError_t launch_persistent_lstm_forward(ElementType type, const PersistentRnnArgs& args, cudaStream_t stream);
+cudaError_t launch_persistent_gru_forward(ElementType type, const PersistentRnnArgs& args, cudaStream_t stream);
+
 cudaError_t launch_lstm_forward(ElementType type, const LstmForwardArgs& args, cudaStream_t stream);
 cudaError_t launch_lstm_backward(ElementType type, const LstmBackwardArgs& args, cudaStream_t stream);
 cudaError_t launch_gru_forward(ElementType type, const GruForwardArgs& args, cudaStream_t stream);

@@ -3,8 +3,9 @@
 // m16n8k8 tf32), by simulating a warp on a byte image of one shared-memory stage.
 // Every element carries its own (row, k) as its value, so each register a lane would
 // receive is decoded and compared with the coordinates PTX assigns to it.
-// Also checks the grouped block order of padkern/tile_order.h.
-// Built and run by tests/test_mma_layout.py; exits non-zero with a message on failure.
+// Also checks the grouped block order of padkern/tile_order.h and the index maths of the
+// persistent recurrences (padkern/persistent_rnn_plan.h).
+// Built and run by tests/test_kernel_index_maths.py; exits non-zero with a message on failure.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "padkern/mma_tile_layout.h"
+#include "padkern/persistent_rnn_plan.h"
 #include "padkern/tile_order.h"
 
 using namespace padkern::mma;
@@ -181,10 +183,57 @@ void check_tile_order() {
       }
 }
 
+// running_count is the number of sorted (descending) lengths above t, for every t.
+void check_running_count() {
+  const int64_t lengths[] = {9, 7, 7, 3, 1, 0, 0};
+  for (int64_t batch = 0; batch <= 7; ++batch)
+    for (int64_t t = 0; t <= 10; ++t) {
+      int64_t want = 0;
+      for (int64_t k = 0; k < batch; ++k) want += lengths[k] > t;
+      expect(padkern::persistent::running_count(lengths, batch, t) == want, "running count", int(batch), int(t), 0);
+    }
+}
+
+// In the persistent epilogue each lane takes, for each of its units, the G gates from
+// fragments gate_fragment(q, ...) at accumulator element 2 * half + parity. Those must be
+// the block's columns q * U + unit of the lane's rows: check against the mma.sync
+// accumulator layout, and that the lanes' (row, unit) pairs cover the warp's 16 rows x U
+// units exactly once.
+void check_persistent_epilogue() {
+  for (int gates : {3, 4})
+    for (int units : {8, 16}) {
+      std::set<std::pair<int, int>> cells;
+      for (int lane = 0; lane < 32; ++lane)
+        for (int half = 0; half < 2; ++half)
+          for (int unit_block = 0; unit_block < units / 8; ++unit_block)
+            for (int parity = 0; parity < 2; ++parity) {
+              const int unit = padkern::persistent::lane_unit(lane, unit_block, parity);
+              const int element = 2 * half + parity;
+              for (int q = 0; q < gates; ++q) {
+                const int fragment = padkern::persistent::gate_fragment(q, unit_block, units);
+                expect(8 * fragment + accumulator_col(lane, element) == q * units + unit, "gate column", lane, q,
+                       units);
+                expect(accumulator_row(lane, element) == lane / 4 + 8 * half, "gate row", lane, q, units);
+              }
+              cells.insert({lane / 4 + 8 * half, unit});
+            }
+      expect(static_cast<int>(cells.size()) == 16 * units, "epilogue covers the warp's cells", gates, units, 0);
+    }
+  // Shapes: LSTM H = 256 in bfloat16 fits 8 units per block (4 x 8 rows x 256 x 2 B + the ring);
+  // a GRU needs 16 (3 x 8 columns are not whole pairs of n8 blocks); H must be whole K-slices.
+  expect(padkern::persistent::units_fit(256, 4, 8, 2, 227 * 1024), "LSTM H256 U8 fits", 0, 0, 0);
+  expect(!padkern::persistent::units_fit(256, 3, 8, 2, 227 * 1024), "GRU U8 rejected", 0, 0, 0);
+  expect(padkern::persistent::units_fit(256, 3, 16, 2, 227 * 1024), "GRU U16 fits", 0, 0, 0);
+  expect(!padkern::persistent::units_fit(200, 4, 8, 2, 227 * 1024), "H not whole slices rejected", 0, 0, 0);
+  expect(!padkern::persistent::units_fit(4096, 4, 16, 2, 227 * 1024), "shared memory bound", 0, 0, 0);
+}
+
 }  // namespace
 
 int main() {
   check_tile_order();
+  check_running_count();
+  check_persistent_epilogue();
   for (int rows : {64, 128}) {
     for (int elem_bytes : {2, 4}) {
       check_a_fragments(elem_bytes, rows);
@@ -198,6 +247,6 @@ int main() {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
   }
-  std::printf("mma tile layout: all checks passed\n");
+  std::printf("kernel index maths: all checks passed\n");
   return 0;
 }
