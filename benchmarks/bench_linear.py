@@ -2,14 +2,12 @@
 (a) multiply by the mask and run F.linear over the whole padded tensor (the usual
 recipe), (b) gather the real rows, F.linear, scatter back, (c) torch.nested jagged +
 F.linear; and the floor: F.linear on already-packed real rows alone."""
-import os
-
 import torch
 import torch.nn.functional as F
 
 import padkern
 from .bench_padding import random_lengths
-from .harness import Report, backend_candidates, interleaved_medians, matmul_rate
+from .harness import Report, backend_candidates, interleaved_medians, matmul_rate, with_environment
 
 # (batch, padded length, in features, out features, real fraction, precision); "float32+tf32"
 # lets torch and padkern use TF32 tensor cores, "float32" keeps exact float32 products.
@@ -18,17 +16,6 @@ CASES_GPU = [(64, 1024, kn, kn, f, p) for p in ("bfloat16", "float16", "float32+
              for kn in (512, 1024, 4096) for f in (0.1, 0.25, 0.5, 0.85, 1.0)]
 QUICK_CASES = [(64, 512, 1024, 1024, 0.5, p) for p in ("bfloat16", "float16", "float32+tf32", "float32")] + \
               [(64, 512, 4096, 4096, 0.25, "bfloat16")]
-
-
-def own_kernel(fn):
-    """The call with the cuda backend's dense cuBLAS route off (padkern's own GEMM kernel)."""
-    def run():
-        os.environ["PADKERN_DENSE_LINEAR"] = "0"
-        try:
-            return fn()
-        finally:
-            del os.environ["PADKERN_DENSE_LINEAR"]
-    return run
 
 
 def run(device: torch.device, rounds: int, cases=None) -> Report:
@@ -68,7 +55,9 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
         if device.type == "cuda":
             candidates.update(backend_candidates("ragged_linear", device, lambda b: lambda: padkern.ops.ragged_linear(
                 packed, weight, bias, offsets=offsets, backend=b)))
-            candidates["padkern ragged_linear, own kernel (cuda)"] = own_kernel(
+            # The cuda backend's dense cuBLAS route off: padkern's own GEMM kernel.
+            candidates["padkern ragged_linear, own kernel (cuda)"] = with_environment(
+                "PADKERN_DENSE_LINEAR", "0",
                 lambda: padkern.ops.ragged_linear(packed, weight, bias, offsets=offsets, backend="cuda"))
         tokens = int(lengths.sum())
         case = {"case": f"B{batch} T{padded_length} K{k} N{n} {int(fraction * 100)}%", "dtype": precision}

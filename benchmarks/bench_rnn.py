@@ -1,15 +1,13 @@
 """padkern.nn.LSTM/GRU against what users write: pack_padded_sequence + torch.nn.LSTM +
 pad_packed_sequence (enforce_sorted=False), and torch.nn.LSTM on the padded tensor
 (oneDNN on CPU, cuDNN on GPU: wrong at padded rows, a speed reference only)."""
-import os
-
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import padkern
 from padkern import Ragged
 from .bench_padding import random_lengths
-from .harness import Report, backend_candidates, interleaved_medians, matmul_rate
+from .harness import Report, backend_candidates, interleaved_medians, matmul_rate, with_environment
 
 # (cell, batch, padded length, hidden, real fraction); input size = hidden.
 CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("lstm", 32, 128, 128, 0.25),
@@ -29,17 +27,6 @@ def matmul_flops(cell: str, tokens: int, hidden: int, backward: bool) -> float:
     gates = (4 if cell == "lstm" else 3) * hidden
     forward = 2 * tokens * gates * (hidden + hidden)
     return forward * (3 if backward else 1)
-
-
-def persistent_path(fn):
-    """The call with the CUDA recurrences on their persistent kernels (PADKERN_CUDA_RNN)."""
-    def run():
-        os.environ["PADKERN_CUDA_RNN"] = "persistent"
-        try:
-            return fn()
-        finally:
-            del os.environ["PADKERN_CUDA_RNN"]
-    return run
 
 
 def run(device: torch.device, rounds: int, cases=None) -> Report:
@@ -83,8 +70,8 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
 
             candidates.update(backend_candidates(cell, device, forced))
             if dtype != torch.float32:  # the persistent kernels (tensor cores; float32 only with TF32)
-                candidates["padkern ragged, persistent (cuda)"] = persistent_path(
-                    lambda: ours(Ragged(ragged_leaf, ragged.offsets))[0].values)
+                candidates["padkern ragged, persistent (cuda)"] = with_environment(
+                    "PADKERN_CUDA_RNN", "persistent", lambda: ours(Ragged(ragged_leaf, ragged.offsets))[0].values)
         case = f"{cell} B{batch} T{padded_length} H{hidden} {int(fraction * 100)}%"
         with torch.no_grad():
             report.add({"case": case, "dtype": str(dtype).replace("torch.", ""), "pass": "forward"},

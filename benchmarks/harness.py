@@ -23,6 +23,22 @@ GPU_RESULTS = os.path.join(RESULTS, "gpu")
 _BACKEND_CANDIDATE = re.compile(r"^padkern (\S+) \[(\w+)\]$")
 
 
+def with_environment(name: str, value: str, fn):
+    """fn, called with the environment variable `name` set to `value` (padkern's run-time
+    path switches: PADKERN_DENSE_LINEAR, PADKERN_CUDA_RNN), restored afterwards."""
+    def run():
+        before = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn()
+        finally:
+            if before is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = before
+    return run
+
+
 def results_dir(device: torch.device) -> str:
     return GPU_RESULTS if device.type == "cuda" else RESULTS
 

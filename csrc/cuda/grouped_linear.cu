@@ -102,8 +102,10 @@ __global__ void __launch_bounds__(kMmaThreads) grouped_linear_mma_kernel(Grouped
   });
 }
 
+// A minimum of 1 block per SM lets ptxas use the registers it needs (aiming higher, it
+// spilled on sm_80).
 template <typename T, typename A, int Act>
-__global__ void __launch_bounds__(kSimtThreads) grouped_linear_simt_kernel(GroupedLinearArgs args) {
+__global__ void __launch_bounds__(kSimtThreads, 1) grouped_linear_simt_kernel(GroupedLinearArgs args) {
   __shared__ CTile<A> c_tile;
   const TileCoord coord = block_tile();
   RowTile tile;

@@ -136,85 +136,77 @@ __device__ __forceinline__ RunningRow running_row(const PersistentRnnArgs& args,
   return {b, step_token(span.bos, span.eos, t, args.reverse), t == span.length() - 1};
 }
 
-template <typename T, int Units>
-__global__ void __launch_bounds__(kThreads) persistent_lstm_forward_kernel(PersistentRnnArgs args) {
-  using Tile = StepTile<T, 4, Units>;
-  extern __shared__ __align__(128) unsigned char shared_raw[];
-  unsigned char* weights = shared_raw;
-  unsigned char* ring = shared_raw + static_cast<int64_t>(Tile::kCols) * args.hidden * sizeof(T);
-  const int64_t hidden = args.hidden, first_unit = int64_t{blockIdx.x} * Units;
-  load_weights<T, 4, Units>(static_cast<const T*>(args.w_hh), hidden, first_unit, weights);
-  const T* gates_x = static_cast<const T*>(args.gates_x);
-  T* ring_h = static_cast<T*>(args.hidden_ring);
-  T* output = static_cast<T*>(args.output);
-  T* saved_gates = static_cast<T*>(args.saved_gates);
-  T* saved_cell = static_cast<T*>(args.saved_extra);
-  const int lane = threadIdx.x % 32, warp_row = (threadIdx.x / 32) * 16;
-  const int64_t steps = args.batch > 0 ? args.sorted_lengths[0] : 0;
-  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-  for (int64_t t = 0; t < steps; ++t) {
-    const int64_t running = persistent::running_count(args.sorted_lengths, args.batch, t);
-    const T* h_prev = ring_h + (t & 1) * args.batch * hidden;
-    T* h_next = ring_h + ((t + 1) & 1) * args.batch * hidden;
-    for (int64_t m0 = 0; m0 < running; m0 += kTileRows) {
-      float acc[Tile::kFrags][4];
-      step_tile_gemm<T, 4, Units>(MmaOperand<T>{h_prev + m0 * hidden, hidden, 1, running - m0, true}, hidden,
-                                  weights, ring, acc);
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int64_t k = m0 + warp_row + lane / 4 + 8 * half;
-        if (k >= running) continue;
-        const RunningRow row = running_row(args, k, t);
-#pragma unroll
-        for (int unit_block = 0; unit_block < Units / 8; ++unit_block)
-#pragma unroll
-          for (int parity = 0; parity < 2; ++parity) {
-            const int64_t col = first_unit + persistent::lane_unit(lane, unit_block, parity);
-            const T* x = gates_x + row.token * 4 * hidden + col;
-            float pre[4];
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              pre[q] = to_acc<float>(x[q * hidden]) +
-                       acc[persistent::gate_fragment(q, unit_block, Units)][2 * half + parity];
-            }
-            float* c = args.state + k * hidden + col;
-            const LstmStep<float> s = lstm_forward<float>(pre[0], pre[1], pre[2], pre[3], *c);
-            *c = s.c;
-            h_next[k * hidden + col] = from_acc<T>(s.h);
-            output[row.token * hidden + col] = from_acc<T>(s.h);
-            if (saved_gates != nullptr) {
-              T* g = saved_gates + row.token * 4 * hidden + col;
-              g[0] = from_acc<T>(s.gates.i);
-              g[hidden] = from_acc<T>(s.gates.f);
-              g[2 * hidden] = from_acc<T>(s.gates.g);
-              g[3 * hidden] = from_acc<T>(s.gates.o);
-              saved_cell[row.token * hidden + col] = from_acc<T>(s.c);
-            }
-            if (row.last_step) {
-              static_cast<T*>(args.h_n)[row.sequence * hidden + col] = from_acc<T>(s.h);
-              static_cast<T*>(args.c_n)[row.sequence * hidden + col] = from_acc<T>(s.c);
-            }
-          }
-      }
+// The cells' updates of one unit of one running sequence, from the block's recurrent
+// products hh[q] (gate q, no bias). Each writes the new h (the ring copy the next MMA
+// reads, and the output row), what backward reads, and h_n (c_n) at the sequence's
+// last step; `state` is the float32 c (LSTM) or h (GRU) of this unit.
+template <typename T>
+struct LstmUnit {
+  static constexpr int kGates = 4;
+  __device__ static void update(const PersistentRnnArgs& args, const RunningRow& row, int64_t col,
+                                const float (&hh)[kGates], float* state, T* h_ring) {
+    const int64_t hidden = args.hidden;
+    const T* x = static_cast<const T*>(args.gates_x) + row.token * 4 * hidden + col;  // both biases included
+    const LstmStep<float> s = lstm_forward<float>(to_acc<float>(x[0]) + hh[0], to_acc<float>(x[hidden]) + hh[1],
+                                                  to_acc<float>(x[2 * hidden]) + hh[2],
+                                                  to_acc<float>(x[3 * hidden]) + hh[3], *state);
+    *state = s.c;
+    *h_ring = from_acc<T>(s.h);
+    static_cast<T*>(args.output)[row.token * hidden + col] = from_acc<T>(s.h);
+    if (args.saved_gates != nullptr) {
+      T* g = static_cast<T*>(args.saved_gates) + row.token * 4 * hidden + col;
+      g[0] = from_acc<T>(s.gates.i);
+      g[hidden] = from_acc<T>(s.gates.f);
+      g[2 * hidden] = from_acc<T>(s.gates.g);
+      g[3 * hidden] = from_acc<T>(s.gates.o);
+      static_cast<T*>(args.saved_extra)[row.token * hidden + col] = from_acc<T>(s.c);
     }
-    if (t + 1 < steps) grid.sync();  // every block's units of h_t written before any block reads them
+    if (row.last_step) {
+      static_cast<T*>(args.h_n)[row.sequence * hidden + col] = from_acc<T>(s.h);
+      static_cast<T*>(args.c_n)[row.sequence * hidden + col] = from_acc<T>(s.c);
+    }
   }
-}
+};
 
-template <typename T, int Units>
-__global__ void __launch_bounds__(kThreads) persistent_gru_forward_kernel(PersistentRnnArgs args) {
-  using Tile = StepTile<T, 3, Units>;
+template <typename T>
+struct GruUnit {
+  static constexpr int kGates = 3;
+  __device__ static void update(const PersistentRnnArgs& args, const RunningRow& row, int64_t col,
+                                const float (&hh)[kGates], float* state, T* h_ring) {
+    const int64_t hidden = args.hidden;
+    const T* x = static_cast<const T*>(args.gates_x) + row.token * 3 * hidden + col;  // b_ih included
+    const T* b_hh = static_cast<const T*>(args.b_hh) + col;
+    const float hh_n = hh[2] + to_acc<float>(b_hh[2 * hidden]);
+    // The float32 state, not the rounded copy the MMA reads, carries z * h_prev.
+    const GruStep<float> s = gru_forward<float>(to_acc<float>(x[0]), to_acc<float>(x[hidden]),
+                                                to_acc<float>(x[2 * hidden]), hh[0] + to_acc<float>(b_hh[0]),
+                                                hh[1] + to_acc<float>(b_hh[hidden]), hh_n, *state);
+    *state = s.h;
+    *h_ring = from_acc<T>(s.h);
+    static_cast<T*>(args.output)[row.token * hidden + col] = from_acc<T>(s.h);
+    if (args.saved_gates != nullptr) {
+      T* g = static_cast<T*>(args.saved_gates) + row.token * 3 * hidden + col;
+      g[0] = from_acc<T>(s.r);
+      g[hidden] = from_acc<T>(s.z);
+      g[2 * hidden] = from_acc<T>(s.n);
+      static_cast<T*>(args.saved_extra)[row.token * hidden + col] = from_acc<T>(hh_n);
+    }
+    if (row.last_step) static_cast<T*>(args.h_n)[row.sequence * hidden + col] = from_acc<T>(s.h);
+  }
+};
+
+// A minimum of 1 block per SM lets ptxas use the registers it needs (aiming at a higher
+// occupancy by default, it spilled). The grid is sized to what the device holds anyway.
+template <typename T, typename Cell, int Units>
+__global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(PersistentRnnArgs args) {
+  constexpr int kGates = Cell::kGates;
+  using Tile = StepTile<T, kGates, Units>;
   extern __shared__ __align__(128) unsigned char shared_raw[];
   unsigned char* weights = shared_raw;
   unsigned char* ring = shared_raw + static_cast<int64_t>(Tile::kCols) * args.hidden * sizeof(T);
   const int64_t hidden = args.hidden, first_unit = int64_t{blockIdx.x} * Units;
-  load_weights<T, 3, Units>(static_cast<const T*>(args.w_hh), hidden, first_unit, weights);
-  const T* gates_x = static_cast<const T*>(args.gates_x);
-  const T* b_hh = static_cast<const T*>(args.b_hh);
+  load_weights<T, kGates, Units>(static_cast<const T*>(args.w_hh), hidden, first_unit, weights);
   T* ring_h = static_cast<T*>(args.hidden_ring);
-  T* output = static_cast<T*>(args.output);
-  T* saved_gates = static_cast<T*>(args.saved_gates);
-  T* saved_hh_n = static_cast<T*>(args.saved_extra);
   const int lane = threadIdx.x % 32, warp_row = (threadIdx.x / 32) * 16;
   const int64_t steps = args.batch > 0 ? args.sorted_lengths[0] : 0;
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
@@ -224,8 +216,8 @@ __global__ void __launch_bounds__(kThreads) persistent_gru_forward_kernel(Persis
     T* h_next = ring_h + ((t + 1) & 1) * args.batch * hidden;
     for (int64_t m0 = 0; m0 < running; m0 += kTileRows) {
       float acc[Tile::kFrags][4];
-      step_tile_gemm<T, 3, Units>(MmaOperand<T>{h_prev + m0 * hidden, hidden, 1, running - m0, true}, hidden,
-                                  weights, ring, acc);
+      step_tile_gemm<T, kGates, Units>(MmaOperand<T>{h_prev + m0 * hidden, hidden, 1, running - m0, true}, hidden,
+                                       weights, ring, acc);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int64_t k = m0 + warp_row + lane / 4 + 8 * half;
@@ -236,28 +228,10 @@ __global__ void __launch_bounds__(kThreads) persistent_gru_forward_kernel(Persis
 #pragma unroll
           for (int parity = 0; parity < 2; ++parity) {
             const int64_t col = first_unit + persistent::lane_unit(lane, unit_block, parity);
-            const T* x = gates_x + row.token * 3 * hidden + col;
-            float hh[3];
+            float hh[kGates];
 #pragma unroll
-            for (int q = 0; q < 3; ++q) {
-              hh[q] = to_acc<float>(b_hh[q * hidden + col]) +
-                      acc[persistent::gate_fragment(q, unit_block, Units)][2 * half + parity];
-            }
-            // The float32 state, not the rounded copy the MMA reads, carries z * h_prev.
-            float* h = args.state + k * hidden + col;
-            const GruStep<float> s = gru_forward<float>(to_acc<float>(x[0]), to_acc<float>(x[hidden]),
-                                                        to_acc<float>(x[2 * hidden]), hh[0], hh[1], hh[2], *h);
-            *h = s.h;
-            h_next[k * hidden + col] = from_acc<T>(s.h);
-            output[row.token * hidden + col] = from_acc<T>(s.h);
-            if (saved_gates != nullptr) {
-              T* g = saved_gates + row.token * 3 * hidden + col;
-              g[0] = from_acc<T>(s.r);
-              g[hidden] = from_acc<T>(s.z);
-              g[2 * hidden] = from_acc<T>(s.n);
-              saved_hh_n[row.token * hidden + col] = from_acc<T>(hh[2]);
-            }
-            if (row.last_step) static_cast<T*>(args.h_n)[row.sequence * hidden + col] = from_acc<T>(s.h);
+            for (int q = 0; q < kGates; ++q) hh[q] = acc[persistent::gate_fragment(q, unit_block, Units)][2 * half + parity];
+            Cell::update(args, row, col, hh, args.state + k * hidden + col, h_next + k * hidden + col);
           }
       }
     }
@@ -273,11 +247,11 @@ void* persistent_kernel(int gates, int units) {
   // Larger counts need more shared memory per block than a grid of fewer blocks saves.
   if (gates == 4) {
     switch (units) {
-      case 8: return reinterpret_cast<void*>(persistent_lstm_forward_kernel<T, 8>);
-      case 16: return reinterpret_cast<void*>(persistent_lstm_forward_kernel<T, 16>);
+      case 8: return reinterpret_cast<void*>(persistent_forward_kernel<T, LstmUnit<T>, 8>);
+      case 16: return reinterpret_cast<void*>(persistent_forward_kernel<T, LstmUnit<T>, 16>);
     }
   } else if (units == 16) {
-    return reinterpret_cast<void*>(persistent_gru_forward_kernel<T, 16>);
+    return reinterpret_cast<void*>(persistent_forward_kernel<T, GruUnit<T>, 16>);
   }
   return nullptr;
 }
