@@ -1,6 +1,8 @@
-"""padkern.nn.LSTM/GRU against what users write: pack_padded_sequence + torch.nn.LSTM +
+"""padkern.nn.LSTM/GRU/RNN against what users write: pack_padded_sequence + torch.nn.LSTM +
 pad_packed_sequence (enforce_sorted=False), and torch.nn.LSTM on the padded tensor
 (oneDNN on CPU, cuDNN on GPU: wrong at padded rows, a speed reference only)."""
+import functools
+
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -9,22 +11,36 @@ from padkern import Ragged
 from .bench_padding import random_lengths
 from .harness import Report, backend_candidates, interleaved_medians, matmul_rate, with_environment
 
-# (cell, batch, padded length, hidden, real fraction); input size = hidden.
-CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("lstm", 32, 128, 128, 0.25),
-             ("lstm", 32, 128, 128, 0.75), ("lstm", 8, 256, 512, 0.5), ("lstm", 256, 64, 256, 0.25)]
+# (cell, batch, padded length, hidden, real fraction); input size = hidden. Cells: lstm, gru,
+# rnn_tanh (torch.nn.RNN's default nonlinearity).
+CASES_CPU = [("lstm", 64, 256, 256, 0.5), ("gru", 64, 256, 256, 0.5), ("rnn_tanh", 64, 256, 256, 0.5),
+             ("lstm", 32, 128, 128, 0.25), ("lstm", 32, 128, 128, 0.75), ("lstm", 8, 256, 512, 0.5),
+             ("lstm", 256, 64, 256, 0.25)]
 CASES_GPU = [(cell, batch, 256, hidden, fraction) for cell in ("lstm", "gru") for hidden in (128, 256, 512, 1024)
              for batch in (8, 32, 128, 256) for fraction in (0.25, 0.5, 0.75)
              if not (hidden == 1024 and batch == 256)]
+CASES_GPU += [("rnn_tanh", batch, 256, hidden, 0.5) for hidden in (256, 1024) for batch in (32, 256)]
 # For the one-call GPU check (benchmarks/gpu_check.sh) and a quick CPU look; a sixth field
 # names the dtype (float32 otherwise).
 QUICK_CASES = [("lstm", 32, 256, 256, 0.5), ("lstm", 128, 256, 512, 0.5), ("lstm", 8, 256, 128, 0.5),
-               ("gru", 32, 256, 256, 0.5), ("lstm", 64, 256, 256, 0.5, "bfloat16"),
+               ("gru", 32, 256, 256, 0.5), ("rnn_tanh", 32, 256, 256, 0.5), ("lstm", 64, 256, 256, 0.5, "bfloat16"),
                ("gru", 64, 256, 256, 0.5, "bfloat16"), ("lstm", 256, 256, 1024, 0.5, "bfloat16")]
+
+
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}
+
+
+def module_classes(cell: str):
+    """(torch.nn's module, padkern's) for a benchmark cell."""
+    if cell == "rnn_tanh":
+        return (functools.partial(torch.nn.RNN, nonlinearity="tanh"),
+                functools.partial(padkern.nn.RNN, nonlinearity="tanh"))
+    return (torch.nn.LSTM, padkern.nn.LSTM) if cell == "lstm" else (torch.nn.GRU, padkern.nn.GRU)
 
 
 def matmul_flops(cell: str, tokens: int, hidden: int, backward: bool) -> float:
     """Matmul FLOPs the real tokens need: input and recurrent projections (x3 with backward)."""
-    gates = (4 if cell == "lstm" else 3) * hidden
+    gates = GATES[cell] * hidden
     forward = 2 * tokens * gates * (hidden + hidden)
     return forward * (3 if backward else 1)
 
@@ -41,7 +57,7 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
         if dtype not in rates:
             rates[dtype] = matmul_rate(device, dtype)
         rate = rates[dtype]
-        torch_cls, ours_cls = (torch.nn.LSTM, padkern.nn.LSTM) if cell == "lstm" else (torch.nn.GRU, padkern.nn.GRU)
+        torch_cls, ours_cls = module_classes(cell)
         reference = torch_cls(hidden, hidden, batch_first=True).to(device, dtype)
         ours = ours_cls(hidden, hidden, batch_first=True).to(device, dtype)
         ours.load_state_dict(reference.state_dict())
@@ -68,8 +84,8 @@ def run(device: torch.device, rounds: int, cases=None) -> Report:
                 module.load_state_dict(reference.state_dict())
                 return lambda: module(Ragged(ragged_leaf, ragged.offsets))[0].values
 
-            candidates.update(backend_candidates(cell, device, forced))
-            if dtype != torch.float32:  # the persistent kernels (tensor cores; float32 only with TF32)
+            candidates.update(backend_candidates(cell.split("_")[0], device, forced))
+            if dtype != torch.float32 and cell != "rnn_tanh":  # persistent kernels: tensor cores; TF32 float32
                 candidates["padkern ragged, persistent (cuda)"] = with_environment(
                     "PADKERN_CUDA_RNN", "persistent", lambda: ours(Ragged(ragged_leaf, ragged.offsets))[0].values)
         case = f"{cell} B{batch} T{padded_length} H{hidden} {int(fraction * 100)}%"

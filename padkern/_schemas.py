@@ -39,6 +39,18 @@ _lib.define(
     "Tensor offsets, Tensor w_hh, Tensor h0, bool reverse) -> (Tensor, Tensor, Tensor)"
 )
 
+# Elman RNN (torch.nn.RNN): gates_x [L, H] = input projection + b_ih + b_hh; nonlinearity
+# 0 tanh, 1 relu. Returns output [L, H] and h_n [B, H]; backward reads the output itself.
+_lib.define(
+    "rnn_recurrence(Tensor gates_x, Tensor offsets, Tensor w_hh, Tensor h0, int nonlinearity, bool reverse) "
+    "-> (Tensor, Tensor)"
+)
+# -> grad_pre [L, H] (of gates_x, and of h W_hh^T), grad_h0 [B, H]
+_lib.define(
+    "rnn_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor offsets, Tensor w_hh, "
+    "Tensor h0, int nonlinearity, bool reverse) -> (Tensor, Tensor)"
+)
+
 # A GEMM per sequence over its real rows only. input [L, K] (ragged) or [B, T, K]
 # (padded; any strides); weight [N, K] shared (F.linear's convention) or [B, K, N] one per
 # sequence; bias [N] or None. activation: 0 none, 1 relu, 2 gelu (erf), 3 silu, applied in

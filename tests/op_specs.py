@@ -12,6 +12,7 @@ from torch.utils._pytree import tree_leaves
 
 import padkern
 from padkern import Ragged
+from rnn_cases import GATE_COUNT, padkern_module, run_layer
 
 K, N, H = 3, 4, 3  # in-features, out-features, hidden: small, not powers of two
 
@@ -82,7 +83,7 @@ def _build_outer(lengths, generator):
 
 
 def _build_rnn(cell):
-    gates = (4 if cell == "lstm" else 3) * H
+    gates = GATE_COUNT[cell] * H
 
     def build(lengths, generator):
         inputs = {"values": _rand(generator, sum(lengths), K), "w_ih": _rand(generator, gates, K) * 0.5,
@@ -99,7 +100,8 @@ def _call_rnn(cell, reverse):
     names = ("values", "offsets", "w_ih", "w_hh", "b_ih", "b_hh", "h0") + (("c0",) if cell == "lstm" else ())
 
     def call(a, backend):
-        return getattr(padkern.ops, cell)(*[a[n] for n in names], reverse=reverse, backend=backend)
+        return run_layer(cell, a["values"], a["offsets"], [a[n] for n in names[2:6]], [a[n] for n in names[6:]],
+                         reverse, backend)
     return call
 
 
@@ -107,8 +109,7 @@ NN_LAYERS = 2
 
 
 def _module(cell, backend):
-    cls = padkern.nn.LSTM if cell == "lstm" else padkern.nn.GRU
-    return cls(K, H, num_layers=NN_LAYERS, bidirectional=True, backend=backend).double()
+    return padkern_module(cell, K, H, num_layers=NN_LAYERS, bidirectional=True, backend=backend).double()
 
 
 def _build_nn(cell):
@@ -170,6 +171,10 @@ OPS = {
     "gru_reverse": OpSpec(_build_rnn("gru"), _call_rnn("gru", True), ("values", "w_ih", "w_hh", "b_ih", "b_hh", "h0")),
     "nn_lstm": OpSpec(_build_nn("lstm"), _call_nn("lstm"), _nn_floats("lstm")),
     "nn_gru": OpSpec(_build_nn("gru"), _call_nn("gru"), _nn_floats("gru")),
+    "rnn_relu": OpSpec(_build_rnn("rnn_relu"), _call_rnn("rnn_relu", False), ("values", "w_ih", "w_hh", "b_ih", "b_hh", "h0")),
+    "rnn_tanh_reverse": OpSpec(_build_rnn("rnn_tanh"), _call_rnn("rnn_tanh", True),
+                               ("values", "w_ih", "w_hh", "b_ih", "b_hh", "h0")),
+    "nn_rnn": OpSpec(_build_nn("rnn_tanh"), _call_nn("rnn_tanh"), _nn_floats("rnn_tanh")),
 }
 
 

@@ -6,11 +6,33 @@ import padkern
 from ragged_cases import random_ragged
 
 
+# Test cells: "rnn_tanh" and "rnn_relu" are padkern.ops.rnn / torch.nn.RNN with that nonlinearity.
+GATE_COUNT = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def nonlinearity_of(cell):
+    return cell.split("_")[1]
+
+
+def torch_module(cell, *args, **kwargs):
+    """torch.nn's module for a test cell."""
+    if cell.startswith("rnn"):
+        return torch.nn.RNN(*args, nonlinearity=nonlinearity_of(cell), **kwargs)
+    return (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(*args, **kwargs)
+
+
+def padkern_module(cell, *args, **kwargs):
+    """padkern.nn's module for a test cell."""
+    if cell.startswith("rnn"):
+        return padkern.nn.RNN(*args, nonlinearity=nonlinearity_of(cell), **kwargs)
+    return (padkern.nn.LSTM if cell == "lstm" else padkern.nn.GRU)(*args, **kwargs)
+
+
 def layer_weights(cell, input_size, hidden, dtype=torch.float64, device="cpu", bias=True, seed=0):
-    gates = (4 if cell == "lstm" else 3) * hidden
+    gates = GATE_COUNT[cell] * hidden
     generator = torch.Generator().manual_seed(seed)
 
-    bound = hidden ** -0.5  # torch.nn.LSTM/GRU's initialisation range
+    bound = hidden ** -0.5  # torch.nn.LSTM/GRU/RNN's initialisation range
 
     def make(*shape):
         return ((torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound).to(dtype).to(device)
@@ -20,6 +42,9 @@ def layer_weights(cell, input_size, hidden, dtype=torch.float64, device="cpu", b
 
 
 def run_layer(cell, values, offsets, weights, states, reverse, backend):
+    if cell.startswith("rnn"):
+        return padkern.ops.rnn(values, offsets, *weights, *states, nonlinearity=nonlinearity_of(cell),
+                               reverse=reverse, backend=backend)
     op = padkern.ops.lstm if cell == "lstm" else padkern.ops.gru
     return op(values, offsets, *weights, *states, reverse=reverse, backend=backend)
 
@@ -31,10 +56,10 @@ def initial_states(cell, batch, hidden, dtype=torch.float64, device="cpu", seed=
 
 
 def per_sequence_reference(cell, values, offsets, weights, states, reverse):
-    """Each sequence alone through torch.nn.LSTM/GRU, outputs concatenated: the only
+    """Each sequence alone through torch.nn.LSTM/GRU/RNN, outputs concatenated: the only
     reference that needs no packing (so it covers zero-length sequences)."""
     input_size, hidden = weights[0].shape[1], weights[1].shape[1]
-    module = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(input_size, hidden, bias=weights[2] is not None)
+    module = torch_module(cell, input_size, hidden, bias=weights[2] is not None)
     module = module.to(values.dtype).to(values.device)
     with torch.no_grad():
         for name, weight in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), weights):

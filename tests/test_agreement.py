@@ -29,7 +29,7 @@ CASES = {
 POISONS = ["finite", "nan", "inf"]
 ACTIVATIONS = [None, "relu", "gelu", "silu"]
 AGREEMENT_OPS = (["pad", "pad_time_major", "unpad", "segment_sum", "segment_mean", "segment_max", "segment_softmax",
-                  "ragged_bmm", "ragged_outer_bmm", "lstm", "gru_reverse"]
+                  "ragged_bmm", "ragged_outer_bmm", "lstm", "gru_reverse", "rnn_relu", "rnn_tanh_reverse"]
                  + [f"{op}:{act}" for op in ("ragged_linear", "masked_linear") for act in ACTIVATIONS])
 FLOAT64 = dict(rtol=1e-10, atol=1e-12)
 EXACT = dict(rtol=0, atol=0)
@@ -116,7 +116,8 @@ PER_SEQUENCE = {
     "ragged_outer_bmm": {"output[0]": "batch", "grad x": "tokens", "grad y": "tokens"},
     "lstm": {"output[0]": "tokens", "output[1]": "batch", "output[2]": "batch", "grad values": "tokens",
              "grad h0": "batch", "grad c0": "batch"},
-    "gru_reverse": {"output[0]": "tokens", "output[1]": "batch", "grad values": "tokens", "grad h0": "batch"},
+    **{op: {"output[0]": "tokens", "output[1]": "batch", "grad values": "tokens", "grad h0": "batch"}
+       for op in ("gru_reverse", "rnn_relu", "rnn_tanh_reverse")},
 }
 
 
@@ -280,7 +281,7 @@ def test_masked_linear_padding_never_leaks(device_backend, activation, garbage, 
 
 
 # ----- no tokens: autograd is kept ------------------------------------------------------------
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 @isolated
 def test_module_without_tokens_keeps_autograd(device_backend, cell):
     device, backend = device_backend
@@ -290,14 +291,14 @@ def test_module_without_tokens_keeps_autograd(device_backend, cell):
     assert output.shape == (5, 0, 4) and h_n.shape == (1, 0, 4), (output.shape, h_n.shape)
     assert output.requires_grad, "output of a module with parameters must require grad"
     assert h_n.requires_grad, "h_n of a module with parameters must require grad"
-    (output.sum() + h_n.sum()).backward()  # as torch.nn.GRU/LSTM: every parameter gets a zero gradient
+    (output.sum() + h_n.sum()).backward()  # as torch.nn.GRU/LSTM/RNN: every parameter gets a zero gradient
     for name, parameter in module.named_parameters():
         assert parameter.grad is not None and torch.equal(parameter.grad, torch.zeros_like(parameter)), \
             f"{name}.grad = {parameter.grad}"
 
 
 @pytest.mark.parametrize("lengths", [[0, 0, 0], []], ids=["all_empty", "no_sequences"])
-@pytest.mark.parametrize("op", ["lstm", "gru_reverse"])
+@pytest.mark.parametrize("op", ["lstm", "gru_reverse", "rnn_relu"])
 @isolated
 def test_rnn_op_without_tokens_keeps_autograd(device_backend, op, lengths):
     device, backend = device_backend

@@ -8,7 +8,7 @@ import torch
 from benchmarks import auto_table
 from padkern import _auto_table, _backend
 
-KNOWN_OPS = {"masked_linear", "ragged_linear", "ragged_bmm", "ragged_outer_bmm", "lstm", "gru", "segment_sum",
+KNOWN_OPS = {"masked_linear", "ragged_linear", "ragged_bmm", "ragged_outer_bmm", "lstm", "gru", "rnn", "segment_sum",
              "segment_mean", "segment_max", "segment_softmax", "pad", "unpad"}
 
 

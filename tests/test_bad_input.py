@@ -122,7 +122,7 @@ def test_debug_mode_checks_gpu_offsets():
 
 
 def _layer(cell="lstm", batch=2, input_size=3, hidden=4):
-    gates = (4 if cell == "lstm" else 3) * hidden
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * hidden
     values, offsets = torch.randn(5, input_size), torch.tensor([0, 2, 5][: batch + 1])
     return values, offsets, torch.randn(gates, input_size), torch.randn(gates, hidden), torch.randn(gates), torch.randn(gates)
 
@@ -137,6 +137,19 @@ def test_rnn_w_hh_shape():
     values, offsets, w_ih, _, b_ih, b_hh = _layer("gru")
     with pytest.raises(ValueError, match=r"w_hh must be \[3\*hidden_size, hidden_size\], got shape \(7, 4\)"):
         padkern.ops.gru(values, offsets, w_ih, torch.randn(7, 4), b_ih, b_hh)
+
+
+def test_elman_rnn_shapes_and_nonlinearity():
+    values, offsets, w_ih, w_hh, b_ih, b_hh = _layer("rnn")
+    with pytest.raises(ValueError, match=r"w_hh must be \[1\*hidden_size, hidden_size\], got shape \(8, 4\)"):
+        padkern.ops.rnn(values, offsets, w_ih, torch.randn(8, 4), b_ih, b_hh)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 4\), got \(3, 4\)"):
+        padkern.ops.rnn(values, offsets, w_ih, w_hh, b_ih, b_hh, torch.randn(3, 4))
+    with pytest.raises(ValueError, match=r"nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
+        padkern.ops.rnn(values, offsets, w_ih, w_hh, b_ih, b_hh, nonlinearity="sigmoid")
+    gates_x = torch.randn(5, 4)
+    with pytest.raises(RuntimeError, match=r"nonlinearity must be 0 \(tanh\) or 1 \(relu\), got 2"):
+        torch.ops.padkern.rnn_recurrence(gates_x, offsets, w_hh, torch.zeros(2, 4), 2, False)
 
 
 def test_rnn_bias_shape_and_pairing():
@@ -344,7 +357,7 @@ def test_collate_needs_a_list_of_samples():
 
 
 # ----- padkern.nn modules: torch.nn's messages --------------------------------------------
-@pytest.mark.parametrize("module", [padkern.nn.LSTM, padkern.nn.GRU])
+@pytest.mark.parametrize("module", [padkern.nn.LSTM, padkern.nn.GRU, padkern.nn.RNN])
 def test_module_sizes_must_be_positive_ints(module):
     with pytest.raises(TypeError, match=r"^hidden_size should be of type int, got: float$"):
         module(4, 3.0)
@@ -360,7 +373,7 @@ def test_module_sizes_must_be_positive_ints(module):
         module(4, 3, dropout=7)
 
 
-@pytest.mark.parametrize("module", [padkern.nn.LSTM, padkern.nn.GRU])
+@pytest.mark.parametrize("module", [padkern.nn.LSTM, padkern.nn.GRU, padkern.nn.RNN])
 def test_module_input_size_message_is_torchs(module):
     ours, theirs = module(4, 3, batch_first=True), getattr(torch.nn, module.__name__)(4, 3, batch_first=True)
     x = torch.randn(2, 5, 7)

@@ -138,8 +138,9 @@ def test_cuda_kernels_clamp_offsets_into_their_tensors():
     for op in (padkern.ops.segment_sum, padkern.ops.segment_max, padkern.ops.segment_softmax):
         assert torch.equal(op(values, beyond, backend="cuda"), op(values, clamped, backend="cuda"))
     assert torch.equal(padkern.ops.pad(values, beyond, 6, backend="cuda"), padkern.ops.pad(values, clamped, 6, backend="cuda"))
-    weights = layer_weights("lstm", 4, 8, dtype=torch.float32, device="cuda")
-    expected = run_layer("lstm", values, clamped, weights, [], False, "cuda")
-    actual = run_layer("lstm", values, beyond, weights, [], False, "cuda")
-    for a, e in zip(actual, expected):
-        assert torch.equal(a, e)
+    for cell in ("lstm", "gru", "rnn_relu"):
+        weights = layer_weights(cell, 4, 8, dtype=torch.float32, device="cuda")
+        expected = run_layer(cell, values, clamped, weights, [], False, "cuda")
+        actual = run_layer(cell, values, beyond, weights, [], False, "cuda")
+        for a, e in zip(actual, expected):
+            assert torch.equal(a, e), cell

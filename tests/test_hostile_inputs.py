@@ -60,6 +60,16 @@ def _from_list_inputs(lengths, generator):
     return {"values": values, "sequences": list(values.split(lengths))}
 
 
+def _jagged(values, offsets):
+    """torch.nested's jagged tensor of the (hostile) inputs. torch.nested checks some of them
+    with assertions of its own: those are torch's refusals, before padkern is called, so
+    they are passed on as the ValueError they stand for."""
+    try:
+        return torch.nested.nested_tensor_from_jagged(values, offsets)
+    except AssertionError as error:
+        raise ValueError(f"torch.nested refused the inputs: {error}") from error
+
+
 def _packed_inputs(lengths, generator):
     values = build("pad", [n + 1 for n in lengths])["values"]  # a PackedSequence holds no empty sequence
     return {"values": values, "offsets": torch.tensor(offsets_list([n + 1 for n in lengths]))}
@@ -68,7 +78,7 @@ def _packed_inputs(lengths, generator):
 HOSTILE_OPS = {
     **{name: OPS[name] for name in ("segment_sum", "segment_mean", "segment_max", "segment_softmax", "ragged_linear",
                                     "masked_linear", "masked_linear_lengths", "ragged_bmm", "ragged_outer_bmm",
-                                    "lstm", "gru_reverse", "nn_lstm", "nn_gru")},
+                                    "lstm", "gru_reverse", "rnn_relu", "nn_lstm", "nn_gru", "nn_rnn")},
     "pad": OpSpec(_pad_inputs, _call_pad, ("values",)),
     "unpad": OpSpec(lambda lengths, g: dict(build("unpad", lengths), batch_first=True, total_tokens=None),
                     _call_unpad, ("padded",)),
@@ -86,8 +96,8 @@ HOSTILE_OPS = {
                                                                  if a["packed"] is None else a["packed"]), ("values",)),
     "Ragged.from_nested": OpSpec(lambda lengths, g: dict(_packed_inputs(lengths, g), nested=None),
                                  lambda a, _: Ragged.from_nested(
-                                     torch.nested.nested_tensor_from_jagged(a["values"], a["offsets"])
-                                     if a["nested"] is None else a["nested"]), ("values",)),
+                                     _jagged(a["values"], a["offsets"]) if a["nested"] is None else a["nested"]),
+                                 ("values",)),
 }
 TAKES_BACKEND = {op for op in HOSTILE_OPS if not op.startswith("Ragged.") or op in ("Ragged.from_padded",
                                                                                      "Ragged.to_padded")}
@@ -98,9 +108,10 @@ TAKES_BACKEND = {op for op in HOSTILE_OPS if not op.startswith("Ragged.") or op 
 # "tokens": the token-holding tensor;
 # "other": one of the other float tensors (weights, bias, states); "kw:<name>": a keyword.
 def _set(index, value):
+    """Element `index` of the flattened tensor (a mask is 2-D) set to `value`."""
     def mutate(t, rng):
-        t = t.clone()
-        t[index if index >= 0 else t.numel() + index] = value
+        t = t.clone(memory_format=torch.contiguous_format)
+        t.view(-1)[index if index >= 0 else t.numel() + index] = value
         return t
     return mutate
 
@@ -221,7 +232,7 @@ MUTATORS = [
             [torch.zeros(2, 3), torch.zeros(1, 3)])))],
 ]
 # A module's parameters are Parameters: only its states can be swapped for hostile objects.
-OTHERS = {"nn_lstm": ("h0", "c0"), "nn_gru": ("h0",)}
+OTHERS = {"nn_lstm": ("h0", "c0"), "nn_gru": ("h0",), "nn_rnn": ("h0",)}
 
 
 def others(op):
@@ -384,15 +395,17 @@ def _raw_call(op, suffix, offsets):
         return fn("grouped_linear")(v, o, torch.randn(4, 3, generator=g), None, 1, False, 5)
     if op == "ragged_outer_bmm":
         return fn("ragged_outer_bmm")(v, torch.randn(5, 2, generator=g), o)
-    gates = (4 if op == "lstm_recurrence" else 3) * H_RAW
+    gates = {"lstm_recurrence": 4, "gru_recurrence": 3, "rnn_recurrence": 1}[op] * H_RAW
     gates_x, w_hh = torch.randn(5, gates, generator=g), torch.randn(gates, H_RAW, generator=g)
+    if op == "rnn_recurrence":
+        return fn("rnn_recurrence")(gates_x, o, w_hh, h0, 1, False)
     if op == "lstm_recurrence":
         return fn("lstm_recurrence")(gates_x, o, w_hh, h0, h0.clone(), False, True)
     return fn("gru_recurrence")(gates_x, o, w_hh, torch.zeros(gates), h0, False, True)
 
 
 RAW_OPS = ["pad", "unpad", "segment_max", "segment_mean", "segment_softmax", "grouped_linear", "ragged_outer_bmm",
-           "lstm_recurrence", "gru_recurrence"]
+           "lstm_recurrence", "gru_recurrence", "rnn_recurrence"]
 RAW_CASES = [(op, name, suffix) for op in RAW_OPS for name in RAW_OFFSETS for suffix in ("", "_triton")]
 
 

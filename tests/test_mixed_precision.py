@@ -45,7 +45,7 @@ def rnn_pair(cell, device, dtype, backend):
     return ours.to(device, dtype), reference.to(device, dtype)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("device_backend", DEVICE_BACKENDS, ids=pair_id)
 def test_reduced_precision_modules(cell, dtype, device_backend):
@@ -70,7 +70,7 @@ def test_reduced_precision_modules(cell, dtype, device_backend):
 
 
 @pytest.mark.parametrize("device,dtype", AUTOCAST_DTYPES)
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 def test_autocast_modules_match_torch_nn(device, dtype, cell):
     backend = "auto"
     x, lengths = padded_batch(device, torch.float32)

@@ -69,6 +69,16 @@ def recurrence_samples(device, requires_grad):
             grads = [torch.randn_like(t) for t in outputs[:2]]
             samples.append(("gru_recurrence_backward", (*grads, outputs[2], outputs[3], outputs[0], offsets, w_hh, h0,
                                                         reverse)))
+    # The Elman RNN has no save flag: its backward reads the forward's output.
+    w_ih, w_hh, b_ih, b_hh = layer_weights("rnn_relu", 4, 5, device=device)
+    (h0,) = initial_states("rnn_relu", 3, 5, device=device)
+    gates_x = values @ w_ih.t()
+    for nonlinearity, reverse in ((0, False), (1, True)):
+        output, h_n = torch.ops.padkern.rnn_recurrence(gates_x, offsets, w_hh, h0, nonlinearity, reverse)
+        grads = [torch.randn_like(output), torch.randn_like(h_n)]
+        samples.append(("rnn_recurrence_backward", (*grads, output, offsets, w_hh, h0, nonlinearity, reverse)))
+        leaves = [t.clone().requires_grad_(requires_grad) for t in (gates_x, w_hh, h0)]
+        samples.append(("rnn_recurrence", (leaves[0], offsets, leaves[1], leaves[2], nonlinearity, reverse)))
     return samples
 
 

@@ -1,4 +1,4 @@
-"""padkern.nn.LSTM/GRU as drop-ins for torch.nn's: the parts of RNNBase's API that code
+"""padkern.nn.LSTM/GRU/RNN as drop-ins for torch.nn's: the parts of RNNBase's API that code
 written for torch.nn reads, unbatched input, and torch.nn's warnings and messages."""
 import re
 
@@ -7,7 +7,7 @@ import torch
 
 import padkern
 
-CELLS = ["LSTM", "GRU"]
+CELLS = ["LSTM", "GRU", "RNN"]
 
 
 def pair(cell, **kwargs):

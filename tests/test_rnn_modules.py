@@ -1,4 +1,4 @@
-"""padkern.nn.LSTM / GRU against torch.nn.LSTM / GRU on pack_padded_sequence
+"""padkern.nn.LSTM / GRU / RNN against torch.nn.LSTM / GRU / RNN on pack_padded_sequence
 (enforce_sorted=False), float64, outputs and every gradient."""
 import itertools
 import os
@@ -9,8 +9,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import padkern
 from padkern import Ragged
+from rnn_cases import padkern_module, torch_module
 
 CONFIGS = list(itertools.product(["lstm", "gru"], [1, 3], [False, True], [True, False], [False, True], [True, False]))
+# The plain RNN shares the module code above its cell: stacked, with initial states.
+CONFIGS += list(itertools.product(["rnn_tanh", "rnn_relu"], [3], [False, True], [True, False], [True], [True, False]))
 
 
 def config_id(config):
@@ -20,11 +23,10 @@ def config_id(config):
 
 
 def module_pair(cell, layers, bidirectional, bias, batch_first, device, backend):
-    torch_cls, ours_cls = (torch.nn.LSTM, padkern.nn.LSTM) if cell == "lstm" else (torch.nn.GRU, padkern.nn.GRU)
     kwargs = dict(num_layers=layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
     torch.manual_seed(0)
-    reference = torch_cls(3, 4, **kwargs).double().to(device)
-    ours = ours_cls(3, 4, **kwargs, backend=backend).double().to(device)
+    reference = torch_module(cell, 3, 4, **kwargs).double().to(device)
+    ours = padkern_module(cell, 3, 4, **kwargs, backend=backend).double().to(device)
     ours.load_state_dict(reference.state_dict())
     return reference, ours
 
@@ -211,3 +213,33 @@ def test_compile_fullgraph_padded_input():
         compiled = torch.compile(lambda x, lengths: model(x, lengths=lengths), fullgraph=True, backend="aot_eager")
         actual = compiled(x, lengths)
     torch.testing.assert_close(actual, model(x, lengths=lengths))
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_takes_torch_arguments_in_torch_order(nonlinearity):
+    arguments = (3, 4, 2, nonlinearity, False, True, 0.0, True)  # ..., num_layers, nonlinearity, bias, batch_first
+    reference, ours = torch.nn.RNN(*arguments), padkern.nn.RNN(*arguments)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    assert (ours.nonlinearity, ours.bias, ours.batch_first, ours.bidirectional) == (nonlinearity, False, True, True)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_rnn_rejects_unknown_nonlinearity_as_torch_does():
+    with pytest.raises(ValueError, match=r"Unknown nonlinearity 'gelu'. Select from 'tanh' or 'relu'."):
+        torch.nn.RNN(3, 4, nonlinearity="gelu")
+    with pytest.raises(ValueError, match=r"Unknown nonlinearity 'gelu'. Select from 'tanh' or 'relu'."):
+        padkern.nn.RNN(3, 4, nonlinearity="gelu")
+
+
+def test_compile_fullgraph_rnn_relu():
+    torch._dynamo.reset()
+    model = padkern.nn.RNN(3, 4, num_layers=2, nonlinearity="relu", bidirectional=True).double()
+    ragged = Ragged.from_list([torch.randn(n, 3, dtype=torch.float64) for n in (4, 0, 6)])
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    expected, expected_h = model(ragged)
+    actual, actual_h = compiled(ragged)
+    torch.testing.assert_close(actual.values, expected.values)
+    torch.testing.assert_close(actual_h, expected_h)
+    actual_h.sum().backward()

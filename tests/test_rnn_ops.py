@@ -1,4 +1,4 @@
-"""padkern.ops.lstm / gru (one layer, one direction) on every backend, against the
+"""padkern.ops.lstm / gru / rnn (one layer, one direction) on every backend, against the
 per-sequence torch.nn reference and the pure-PyTorch reference path."""
 import pytest
 import torch
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from ragged_cases import EDGE_LENGTHS, offsets_of
 from rnn_cases import initial_states, layer_weights, make_values, per_sequence_reference, run_layer
 
-CELLS = ["lstm", "gru"]
+CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
 def assert_all_close(actual, expected, rtol, atol):
@@ -196,3 +196,51 @@ def test_non_contiguous_output_gradient(kernel_backend, cell):
         output = run_layer(cell, values, offsets, weights, [], False, name)[0]
         results.append(torch.autograd.grad(output, weights, grad_outputs=grad))
     assert_all_close(results[1], results[0], rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_relu_gradient_passes_through_nan_as_torch(kernel_backend, reverse):
+    # torch.relu's backward blocks only h <= 0: where h is NaN the gradient passes.
+    device, backend = kernel_backend
+    values, offsets = make_values([3, 2], 2, device=device)
+    values[1, 0] = float("nan")
+    weights = layer_weights("rnn_relu", 2, 4, device=device)
+    upstream = torch.zeros(5, 4, dtype=torch.float64, device=device)
+    upstream[1] = torch.linspace(-1, 1, 4, dtype=torch.float64)
+    results = []
+    for name in ("reference", backend):
+        leaves = [t.detach().clone().requires_grad_() for t in [values, *weights]]
+        output, _ = run_layer("rnn_relu", leaves[0], offsets, leaves[1:], [], reverse, name)
+        results.append([output, *torch.autograd.grad(output, leaves, upstream)])
+    assert results[1][1][1].isnan().sum() == 0, "the NaN token's own input gradient is finite"
+    for actual, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(actual, expected, rtol=1e-7, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_raw_op_states_in_any_layout(kernel_backend, cell):
+    # The ops' final states and initial-state gradients come back row-major whatever layout
+    # the initial states arrive in (a transposed view here).
+    import torch.nn.functional as F
+
+    device, backend = kernel_backend
+    suffix = "_triton" if backend == "triton" else ""
+    values, offsets = make_values([3, 0, 2], 3, device=device)
+    w_ih, w_hh, b_ih, b_hh = layer_weights(cell, 3, 4, device=device)
+    gates_x = F.linear(values, w_ih)
+    transposed = [s.t().contiguous().t() for s in initial_states(cell, 3, 4, device=device)]
+    if cell == "lstm":
+        name, head, tail = "lstm_recurrence", (gates_x, offsets, w_hh), (False, True)
+    elif cell == "gru":
+        name, head, tail = "gru_recurrence", (gates_x, offsets, w_hh, b_hh), (False, True)
+    else:
+        name, head, tail = "rnn_recurrence", (gates_x, offsets, w_hh), (int(cell == "rnn_relu"), False)
+    op = getattr(torch.ops.padkern, name + suffix)
+    given = op(*head, *transposed, *tail)
+    row_major = op(*head, *[s.contiguous() for s in transposed], *tail)
+    for a, e in zip(given, row_major):
+        assert torch.equal(a, e)
+    # The zero-length sequence returns its initial states unchanged.
+    finals = given[1:3] if cell == "lstm" else given[1:2]
+    for final, initial in zip(finals, transposed):
+        assert torch.equal(final[1], initial[1])

@@ -1,10 +1,11 @@
-"""PyTorch's own test cases for nn.LSTM / nn.GRU (test_nn.py: variable-length sequences,
-initial hidden state, retained graphs, its CPU-vs-cuDNN comparison over bias, direction,
-layout, contiguity and variable length, and argument checks), run against padkern's
-modules with the same weights, at PyTorch's tolerances. torch.nn is the reference each
-time; the cases that need nn.RNN or proj_size are not here (padkern has neither yet).
+"""PyTorch's own test cases for nn.LSTM / nn.GRU / nn.RNN (test_nn.py: variable-length
+sequences, initial hidden state, retained graphs, its CPU-vs-cuDNN comparison over bias,
+direction, layout, contiguity and variable length, and argument checks), run against
+padkern's modules with the same weights, at PyTorch's tolerances. torch.nn is the reference
+each time; the cases that need proj_size are not here (padkern does not have it yet).
 """
 import copy
+import functools
 import itertools
 
 import pytest
@@ -15,7 +16,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 import padkern
 from conftest import DEVICE_BACKENDS, pair_id
 
-MODULES = {"lstm": (nn.LSTM, padkern.nn.LSTM), "gru": (nn.GRU, padkern.nn.GRU)}
+MODULES = {"lstm": (nn.LSTM, padkern.nn.LSTM), "gru": (nn.GRU, padkern.nn.GRU),
+           **{f"rnn_{act}": (functools.partial(nn.RNN, nonlinearity=act),
+                             functools.partial(padkern.nn.RNN, nonlinearity=act)) for act in ("tanh", "relu")}}
+CELLS = list(MODULES)
 
 
 def twin(cell, *args, device="cpu", backend=None, **kwargs):
@@ -31,7 +35,7 @@ def states_of(hidden):
     return list(hidden) if isinstance(hidden, tuple) else [hidden]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_variable_sequence(device_backend, cell):
     # test_nn's _test_variable_sequence: packed sequences against each sequence run alone.
     device, backend = device_backend
@@ -58,7 +62,7 @@ def test_variable_sequence(device_backend, cell):
     torch.testing.assert_close(grad_ours, grad_alone)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_rnn_initial_hidden_state(device_backend, cell):
     # test_nn's test_rnn_initial_hidden_state: zeros given explicitly == no hidden state.
     device, backend = device_backend
@@ -71,7 +75,7 @@ def test_rnn_initial_hidden_state(device_backend, cell):
     torch.testing.assert_close(hidden1, hidden2, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_rnn_retain_variables(device_backend, cell):
     # test_nn's _test_rnn_retain_variables: backward through a retained graph gives the
     # same gradients every time.
@@ -93,11 +97,11 @@ def make_noncontig(tensor):
 
 
 # test_nn's _test_RNN_cpu_vs_cudnn: every combination of bias, bidirectional, batch_first,
-# contiguity and variable length, LSTM and GRU. Under the Triton interpreter (CI) a
+# contiguity and variable length, for every cell (test_nn: LSTM, GRU, RNN_TANH, RNN_RELU). Under the Triton interpreter (CI) a
 # contiguous, biased subset runs; on a GPU every combination runs for every backend.
 FLAGS = list(itertools.product((True, False), repeat=5))  # bias, bidirectional, batch_first, contig, variable_len
 CASES = [pytest.param(pair, cell, flags, id=f"{pair_id(pair)}-{cell}-" + "".join("TF"[not f] for f in flags))
-         for pair in DEVICE_BACKENDS for cell in ("lstm", "gru") for flags in FLAGS
+         for pair in DEVICE_BACKENDS for cell in CELLS for flags in FLAGS
          if not (pair == ("cpu", "triton") and not (flags[0] and flags[3]))]
 
 
@@ -141,7 +145,7 @@ def test_rnn_against_torch_nn_all_flags(pair, cell, flags):
         torch.testing.assert_close(actual, expected, rtol=5e-5, atol=5e-5)  # test_nn's prec=5e-5
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_rnn_args_check(cell):
     # test_nn's test_rnn_args_check: wrong input size, hidden size or batch in hx raise a
     # RuntimeError in both, for batched and packed input.
@@ -157,7 +161,7 @@ def test_rnn_args_check(cell):
             "hidden layers": (torch.randn(seq_length, batch, input_size), torch.zeros(num_layers + 1, batch, hidden_size)),
         }
         for name, (x, hx) in calls.items():
-            hx = hx if hx is None or cell == "gru" else (hx, good_hx if hx.shape != good_hx.shape else hx)
+            hx = hx if hx is None or cell != "lstm" else (hx, good_hx if hx.shape != good_hx.shape else hx)
             with pytest.raises(RuntimeError):
                 rnn(x, hx)
             yield name

@@ -94,6 +94,7 @@ def ragged_results(offsets):
         "ragged_outer_bmm": ops.ragged_outer_bmm_triton(values, with_nan_after(randn(L, 3), dim=0), offsets),
         "lstm": ops.lstm_recurrence_triton(gates4, offsets, randn(8, 2), h0, h0 + 1, False, True),
         "gru": ops.gru_recurrence_triton(gates3, offsets, randn(6, 2), randn(6), h0, False, True),
+        "rnn": ops.rnn_recurrence_triton(with_nan_after(randn(L, 2), dim=0), offsets, randn(2, 2), h0, 1, False),
     }
 
 
@@ -143,6 +144,13 @@ def _layout_cases():
         "gru backward h0": (lambda: ops.gru_recurrence_backward_triton(
             randn(5, 2), h, g3, randn(5, 2), randn(5, 2), o, w3, randn(2, 2).t(), False),
             r"gru_recurrence_backward_triton: h0 must be contiguous"),
+        "rnn gates_x": (lambda: ops.rnn_recurrence_triton(_strided(randn(5, 2)), o, randn(2, 2), h, 0, False),
+                        r"rnn_recurrence_triton: gates_x must be contiguous"),
+        "rnn backward output": (lambda: ops.rnn_recurrence_backward_triton(
+            randn(5, 2), h, randn(2, 5).t(), o, randn(2, 2), h, 0, False),
+            r"rnn_recurrence_backward_triton: output must be contiguous"),
+        "rnn nonlinearity": (lambda: ops.rnn_recurrence_triton(randn(5, 2), o, randn(2, 2), h, 3, False),
+                             r"rnn_recurrence_triton: nonlinearity must be 0 \(tanh\) or 1 \(relu\), got 3"),
     }
 
 

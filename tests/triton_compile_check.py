@@ -155,6 +155,12 @@ def rnn_cases(lengths, hidden, dtype, directions=(False,)):
         states = (h0, torch.randn(batch, hidden).to(dtype)) if gates == 4 else (torch.zeros(gates * hidden).to(dtype), h0)
         for reverse in directions:
             forward(gates_x, offsets, w_hh, *states, reverse, True)[0].sum().backward()
+    gates_x, offsets = ragged(lengths, hidden, dtype, grad=True)
+    w_hh = torch.randn(hidden, hidden).to(dtype).requires_grad_()
+    h0 = torch.randn(batch, hidden).to(dtype).requires_grad_()
+    for nonlinearity in (0, 1):  # tanh, relu
+        for reverse in directions:
+            rnn.rnn_recurrence_triton(gates_x, offsets, w_hh, h0, nonlinearity, reverse)[0].sum().backward()
 
 
 def rnn_reverse_cases(lengths, hidden, dtype):
@@ -168,16 +174,16 @@ def cases():
     families = {"pad/unpad": (pad_cases, FLOATS + (torch.float16, torch.int64)),
                 "grouped_linear/ragged_outer_bmm": (grouped_linear_cases, FLOATS),
                 "segment reduce/softmax": (segment_cases, FLOATS),
-                "lstm/gru forward/backward": (rnn_cases, FLOATS)}
+                "lstm/gru/rnn forward/backward": (rnn_cases, FLOATS)}
     for family, (function, dtypes) in families.items():
         for shape, dtype in [(shape, torch.float32) for shape in SHAPES] + [(odd, d) for d in dtypes[1:]]:
             yield f"{family} {dtype} {shape}", function, SHAPES[shape] + (dtype,)
     yield f"grouped_linear activations {odd}", activation_cases, SHAPES[odd] + (torch.float32,)
     for dtype in FLOATS:
         yield f"grouped_linear autotune configs {dtype} {odd}", autotune_cases, SHAPES[odd] + (dtype,)
-    yield f"lstm/gru reverse {odd}", rnn_reverse_cases, SHAPES[odd] + (torch.float32,)
+    yield f"lstm/gru/rnn reverse {odd}", rnn_reverse_cases, SHAPES[odd] + (torch.float32,)
     # Past 256 hidden units a program runs 8 warps over 8-row weight tiles.
-    yield "lstm/gru forward/backward B=1 hidden=300", rnn_cases, ([3], 300, torch.float32)
+    yield "lstm/gru/rnn forward/backward B=1 hidden=300", rnn_cases, ([3], 300, torch.float32)
 
 
 def main() -> int:

@@ -70,27 +70,18 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
   scalar_t *h = h_buffer.data_ptr<scalar_t>();
   gather_rows(h0, schedule.order, hidden, h);
 
-  for (int64_t t = 0; t < schedule.steps; ++t) {
-    const int64_t running = schedule.active[t];
-    // Read in place: no copy of the step's [running, G] product.
-    const at::Tensor step_product = recurrent.product(h_buffer.narrow(0, 0, running));
-    const scalar_t* projected = step_product.data_ptr<scalar_t>();
-    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = schedule.order[k];
-        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+  run_forward_steps<scalar_t>(
+      schedule, offsets, reverse, recurrent, h_buffer, hidden,
+      [&](int64_t k, int64_t token, const scalar_t* projected) {
         const scalar_t* x_row = x + token * gates;
-        const scalar_t* p_row = projected + k * gates;
         if (saved_gates != nullptr) {
-          gru_step_row<scalar_t, true>(x_row, p_row, b_hh, h + k * hidden, out + token * hidden,
+          gru_step_row<scalar_t, true>(x_row, projected, b_hh, h + k * hidden, out + token * hidden,
                                        saved_gates + token * gates, saved_hh_n + token * hidden, hidden);
         } else {
-          gru_step_row<scalar_t, false>(x_row, p_row, b_hh, h + k * hidden, out + token * hidden, nullptr, nullptr,
-                                        hidden);
+          gru_step_row<scalar_t, false>(x_row, projected, b_hh, h + k * hidden, out + token * hidden, nullptr,
+                                        nullptr, hidden);
         }
-      }
-    });
-  }
+      });
   scatter_rows(h, schedule.order, hidden, h_n);
 }
 
@@ -100,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_checke
     const at::Tensor& h0, bool reverse, bool save_for_backward) {
   const int64_t hidden = w_hh.size(1), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
-  at::Tensor h_n = at::empty_like(h0);
+  at::Tensor h_n = at::empty_like(h0, at::MemoryFormat::Contiguous);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 3 * hidden}, gates_x.options());
   at::Tensor saved_hh_n = at::empty({save_for_backward ? tokens : 0, hidden}, gates_x.options());
   const at::Tensor x = gates_x.contiguous(), w = w_hh.contiguous(), b = b_hh.contiguous(), h = h0.contiguous();
@@ -138,22 +129,18 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
   scalar_t *dh = dh_buffer.data_ptr<scalar_t>(), *step_grad = step_grad_buffer.data_ptr<scalar_t>();
   gather_rows(grad_h_n, schedule.order, hidden, dh);
 
-  for (int64_t t = schedule.steps - 1; t >= 0; --t) {
-    const int64_t running = schedule.active[t];
-    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = schedule.order[k];
-        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+  run_backward_steps(
+      schedule, offsets, reverse, hidden,
+      [&](int64_t k, int64_t b, int64_t t, int64_t token) {
         const scalar_t* h_prev =
             t == 0 ? h0 + b * hidden : output + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
         scalar_t* step_row = step_grad + k * gates;
         gru_backward_row(saved_gates + token * gates, saved_hh_n + token * hidden, h_prev, grad_out + token * hidden,
                          dh + k * hidden, grad_gates_x + token * gates, step_row, hidden);
         std::copy_n(step_row, gates, grad_gates_hh + token * gates);
-      }
-    });
-    recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 1.0, dh_buffer);
-  }
+      },
+      // dh holds the direct z * h_prev path; the W_hh path adds onto it.
+      [&](int64_t running) { recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 1.0, dh_buffer); });
   scatter_rows(dh, schedule.order, hidden, grad_h0);
 }
 
@@ -165,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_checked(
   const int64_t hidden = w_hh.size(1), batch = offsets.size(0) - 1;
   at::Tensor grad_gates_x = at::empty({grad_output.size(0), 3 * hidden}, grad_output.options());
   at::Tensor grad_gates_hh = at::empty_like(grad_gates_x);
-  at::Tensor grad_h0 = at::empty_like(h0);
+  at::Tensor grad_h0 = at::empty_like(h0, at::MemoryFormat::Contiguous);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), sg = saved_gates.contiguous();
   const at::Tensor sn = saved_hh_n.contiguous(), out = output.contiguous(), w = w_hh.contiguous(), h = h0.contiguous();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "padkern_gru_recurrence_backward_cpu", [&] {

@@ -75,28 +75,20 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
   gather_rows(h0, schedule.order, hidden, h);
   gather_rows(c0, schedule.order, hidden, c);
 
-  for (int64_t t = 0; t < schedule.steps; ++t) {
-    const int64_t running = schedule.active[t];
-    // Read in place: no copy of the step's [running, G] product.
-    const at::Tensor step_product = recurrent.product(h_buffer.narrow(0, 0, running));
-    const scalar_t* projected = step_product.data_ptr<scalar_t>();
-    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = schedule.order[k];
-        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+  run_forward_steps<scalar_t>(
+      schedule, offsets, reverse, recurrent, h_buffer, hidden,
+      [&](int64_t k, int64_t token, const scalar_t* projected) {
         const scalar_t* x_row = x + token * gates;
-        const scalar_t* p_row = projected + k * gates;
         scalar_t* h_row = h + k * hidden;
         scalar_t* c_row = c + k * hidden;
         if (saved_gates != nullptr) {
-          lstm_step_row<scalar_t, true>(x_row, p_row, c_row, h_row, out + token * hidden, saved_gates + token * gates,
-                                        saved_cell + token * hidden, hidden);
+          lstm_step_row<scalar_t, true>(x_row, projected, c_row, h_row, out + token * hidden,
+                                        saved_gates + token * gates, saved_cell + token * hidden, hidden);
         } else {
-          lstm_step_row<scalar_t, false>(x_row, p_row, c_row, h_row, out + token * hidden, nullptr, nullptr, hidden);
+          lstm_step_row<scalar_t, false>(x_row, projected, c_row, h_row, out + token * hidden, nullptr, nullptr,
+                                         hidden);
         }
-      }
-    });
-  }
+      });
   scatter_rows(h, schedule.order, hidden, h_n);
   scatter_rows(c, schedule.order, hidden, c_n);
 }
@@ -107,7 +99,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
     const at::Tensor& c0, bool reverse, bool save_for_backward) {
   const int64_t hidden = w_hh.size(1), tokens = gates_x.size(0), batch = offsets.size(0) - 1;
   at::Tensor output = at::empty({tokens, hidden}, gates_x.options());
-  at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
+  // Row-major whatever h0/c0's strides: the kernel writes rows through data pointers.
+  at::Tensor h_n = at::empty_like(h0, at::MemoryFormat::Contiguous);
+  at::Tensor c_n = at::empty_like(c0, at::MemoryFormat::Contiguous);
   at::Tensor saved_gates = at::empty({save_for_backward ? tokens : 0, 4 * hidden}, gates_x.options());
   at::Tensor saved_cell = at::empty({save_for_backward ? tokens : 0, hidden}, gates_x.options());
   const at::Tensor x = gates_x.contiguous(), w = w_hh.contiguous(), h = h0.contiguous(), c = c0.contiguous();
@@ -147,22 +141,17 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
   gather_rows(grad_h_n, schedule.order, hidden, dh);
   gather_rows(grad_c_n, schedule.order, hidden, dc);
 
-  for (int64_t t = schedule.steps - 1; t >= 0; --t) {
-    const int64_t running = schedule.active[t];
-    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = schedule.order[k];
-        const int64_t token = step_token(offsets[b], offsets[b + 1], t, reverse);
+  run_backward_steps(
+      schedule, offsets, reverse, hidden,
+      [&](int64_t k, int64_t b, int64_t t, int64_t token) {
         const scalar_t* c_prev_row =
             t == 0 ? c0 + b * hidden : saved_cell + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
         scalar_t* step_row = step_grad + k * gates;
         lstm_backward_row(saved_gates + token * gates, saved_cell + token * hidden, c_prev_row, dh + k * hidden,
                           grad_out + token * hidden, dc + k * hidden, step_row, hidden);
         std::copy_n(step_row, gates, grad_gates + token * gates);
-      }
-    });
-    recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 0.0, dh_buffer);
-  }
+      },
+      [&](int64_t running) { recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 0.0, dh_buffer); });
   scatter_rows(dh, schedule.order, hidden, grad_h0);
   scatter_rows(dc, schedule.order, hidden, grad_c0);
 }
@@ -173,7 +162,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_checked(
     const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& c0, bool reverse) {
   const int64_t hidden = w_hh.size(1), batch = offsets.size(0) - 1;
   at::Tensor grad_gates = at::empty({grad_output.size(0), 4 * hidden}, grad_output.options());
-  at::Tensor grad_h0 = at::empty_like(c0), grad_c0 = at::empty_like(c0);
+  at::Tensor grad_h0 = at::empty_like(c0, at::MemoryFormat::Contiguous);
+  at::Tensor grad_c0 = at::empty_like(c0, at::MemoryFormat::Contiguous);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
   const at::Tensor sg = saved_gates.contiguous(), sc = saved_cell.contiguous(), w = w_hh.contiguous(), c = c0.contiguous();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "padkern_lstm_recurrence_backward_cpu", [&] {

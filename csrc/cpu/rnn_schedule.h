@@ -4,6 +4,7 @@
 // recurrent matmul of a step is one GEMM on a contiguous block of state rows.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <numeric>
@@ -54,6 +55,47 @@ void gather_rows(const scalar_t* source, const std::vector<int64_t>& order, int6
 template <typename scalar_t>
 void scatter_rows(const scalar_t* source, const std::vector<int64_t>& order, int64_t hidden, scalar_t* target) {
   for (size_t k = 0; k < order.size(); ++k) std::copy_n(source + k * hidden, hidden, target + order[k] * hidden);
+}
+
+// The forward steps of a recurrence: at step t one GEMM of the running sequences' hidden
+// states (rows 0..running-1 of `state` [B, H], schedule order) by w_hh^T (`recurrent`), then
+// `update(k, token, product_row)` for each running sequence k in parallel, which writes
+// row k of `state` and the outputs at `token`.
+template <typename scalar_t, typename Update>
+void run_forward_steps(const RaggedSchedule& schedule, const int64_t* offsets, bool reverse,
+                       const LinearGemm& recurrent, const at::Tensor& state, int64_t hidden, Update&& update) {
+  for (int64_t t = 0; t < schedule.steps; ++t) {
+    const int64_t running = schedule.active[t];
+    // Read in place: no copy of the step's [running, G] product.
+    const at::Tensor product = recurrent.product(state.narrow(0, 0, running));
+    const scalar_t* rows = product.data_ptr<scalar_t>();
+    const int64_t width = product.size(1);
+    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t b = schedule.order[k];
+        update(k, step_token(offsets[b], offsets[b + 1], t, reverse), rows + k * width);
+      }
+    });
+  }
+}
+
+// The backward steps, last first: `step(k, b, t, token)` for each sequence k running at step t
+// (sequence b, in parallel), then `carry(running)`, the GEMM that carries the state gradient
+// to step t - 1. Rows past `running` are sequences that have not started yet (counting from
+// their last step): they keep the gradient they entered with.
+template <typename Step, typename Carry>
+void run_backward_steps(const RaggedSchedule& schedule, const int64_t* offsets, bool reverse, int64_t hidden,
+                        Step&& step, Carry&& carry) {
+  for (int64_t t = schedule.steps - 1; t >= 0; --t) {
+    const int64_t running = schedule.active[t];
+    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t b = schedule.order[k];
+        step(k, b, t, step_token(offsets[b], offsets[b + 1], t, reverse));
+      }
+    });
+    carry(running);
+  }
 }
 
 }  // namespace cpu

@@ -5,8 +5,8 @@
 // launch (no per-step launches, no sorting: each block reads its own offsets, and a
 // zero-length sequence runs no steps). The hidden state lives in shared memory in
 // the accumulation type; w_hh is copied into shared memory once when it fits
-// (4H x H elements: for the LSTM on an H100, 227 KB, up to H of about 118 in fp32 and
-// 168 in bf16) and is otherwise read through L2,
+// (G x H elements: for the LSTM on an H100, 227 KB, up to H of about 118 in fp32 and
+// 168 in bf16; for the one-gate RNN, about 240 and 340) and is otherwise read through L2,
 // where all B blocks share one copy.
 #pragma once
 #include <cuda_bf16.h>

@@ -1,5 +1,5 @@
-// Registers the CUDA kernels of padkern::{lstm,gru}_recurrence{,_backward}.
-// Allocation, layout and dtype mapping here; the kernels (lstm.cu, gru.cu) see raw pointers.
+// Registers the CUDA kernels of padkern::{lstm,gru,rnn}_recurrence{,_backward}.
+// Allocation, layout and dtype mapping here; the kernels (lstm.cu, gru.cu, rnn.cu) see raw pointers.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -127,6 +127,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cuda(
   return {grad_gates_x, grad_gates_hh, grad_h0};
 }
 
+// The plain RNN runs per sequence only: with one gate there is a quarter of the LSTM's
+// recurrent work per step, and its weights stay in shared memory up to H of about 240
+// (float32) or 340 (halves) on an H100.
+std::tuple<at::Tensor, at::Tensor> rnn_recurrence_cuda(const at::Tensor& gates_x, const at::Tensor& offsets,
+                                                       const at::Tensor& w_hh, const at::Tensor& h0,
+                                                       int64_t nonlinearity, bool reverse) {
+  const auto [hidden, tokens, batch] = check_rnn_forward_inputs(gates_x, offsets, w_hh, h0, nonlinearity);
+  const c10::cuda::CUDAGuard guard(gates_x.device());
+  const at::Tensor x = gates_x.contiguous(), h = h0.contiguous(), w_t = w_hh.t().contiguous();
+  at::Tensor output = at::empty({tokens, hidden}, x.options());
+  at::Tensor h_n = at::empty_like(h);
+  cuda::RnnForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), h.data_ptr(),
+                            output.data_ptr(), h_n.data_ptr(), tokens, batch, hidden, reverse,
+                            nonlinearity == kRnnRelu};
+  C10_CUDA_CHECK(cuda::launch_rnn_forward(element_type(x), args, at::cuda::getCurrentCUDAStream()));
+  return {output, h_n};
+}
+
+std::tuple<at::Tensor, at::Tensor> rnn_recurrence_backward_cuda(const at::Tensor& grad_output,
+                                                                const at::Tensor& grad_h_n, const at::Tensor& output,
+                                                                const at::Tensor& offsets, const at::Tensor& w_hh,
+                                                                const at::Tensor& h0, int64_t nonlinearity,
+                                                                bool reverse) {
+  const auto [hidden, tokens, batch] =
+      check_rnn_backward_inputs(grad_output, grad_h_n, output, offsets, w_hh, h0, nonlinearity);
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), out = output.contiguous();
+  const at::Tensor w = w_hh.contiguous();
+  at::Tensor grad_pre = at::empty({tokens, hidden}, go.options());
+  at::Tensor grad_h0 = at::empty_like(h0, at::MemoryFormat::Contiguous);
+  cuda::RnnBackwardArgs args{go.data_ptr(), gh.data_ptr(), out.data_ptr(), offsets.data_ptr<int64_t>(),
+                             w.data_ptr(), grad_pre.data_ptr(), grad_h0.data_ptr(), tokens, batch, hidden, reverse,
+                             nonlinearity == kRnnRelu};
+  C10_CUDA_CHECK(cuda::launch_rnn_backward(element_type(go), args, at::cuda::getCurrentCUDAStream()));
+  return {grad_pre, grad_h0};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(padkern, CUDA, m) {
@@ -134,6 +171,8 @@ TORCH_LIBRARY_IMPL(padkern, CUDA, m) {
   m.impl("lstm_recurrence_backward", &lstm_recurrence_backward_cuda);
   m.impl("gru_recurrence", &gru_recurrence_cuda);
   m.impl("gru_recurrence_backward", &gru_recurrence_backward_cuda);
+  m.impl("rnn_recurrence", &rnn_recurrence_cuda);
+  m.impl("rnn_recurrence_backward", &rnn_recurrence_backward_cuda);
 }
 
 }  // namespace padkern

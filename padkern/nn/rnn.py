@@ -1,4 +1,4 @@
-"""``padkern.nn.LSTM`` / ``padkern.nn.GRU``: torch.nn.LSTM/GRU's constructor, parameter
+"""``padkern.nn.LSTM`` / ``GRU`` / ``RNN``: torch.nn.LSTM/GRU/RNN's constructor, parameter
 names and return shapes, computed on the ragged layout end to end (no padding
 between layers, no sorting, zero-length sequences allowed).
 
@@ -8,6 +8,7 @@ one unbatched sequence ``[T, input_size]``, and returns the output in the form i
 given plus ``h_n`` (and ``c_n``) shaped ``[num_layers * num_directions, B, H]`` (``[..., H]``
 without B for unbatched input) in the caller's batch order.
 """
+import functools
 import math
 import numbers
 import warnings
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import ops
+from ..ops.rnn import NONLINEARITIES
 from ..ragged import Ragged
 
 
@@ -27,12 +29,15 @@ class HiddenSizeError(RuntimeError, ValueError):
 
 
 class _RaggedRNN(nn.Module):
-    GATES = 0  # 4 for LSTM, 3 for GRU
+    GATES = 0  # 4 for LSTM, 3 for GRU, 1 for RNN
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, backend=None):
+                 bidirectional=False, device=None, dtype=None, *, backend=None, proj_size=None):
         super().__init__()
         # torch.nn.RNNBase's messages, so code matching on them keeps working.
+        if proj_size is not None and self.GATES != 4:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        proj_size = proj_size or 0
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
@@ -40,26 +45,38 @@ class _RaggedRNN(nn.Module):
                 raise ValueError(f"{name} must be greater than zero, got {value}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
         if dropout > 0 and num_layers == 1:
             # torch.nn's warning, word for word.
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
-        self.backend = backend
+        self.proj_size, self.backend = proj_size, backend
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * directions
+            layer_input = input_size if layer == 0 else self.output_size * directions
             for suffix in ("", "_reverse")[:directions]:
                 name = f"l{layer}{suffix}"
                 gate_rows = self.GATES * hidden_size
+                # Registered in torch.nn's order, so state_dict keys come out in the same order.
                 setattr(self, f"weight_ih_{name}", nn.Parameter(torch.empty(gate_rows, layer_input, **factory)))
-                setattr(self, f"weight_hh_{name}", nn.Parameter(torch.empty(gate_rows, hidden_size, **factory)))
+                setattr(self, f"weight_hh_{name}", nn.Parameter(torch.empty(gate_rows, self.output_size, **factory)))
                 if bias:
                     setattr(self, f"bias_ih_{name}", nn.Parameter(torch.empty(gate_rows, **factory)))
                     setattr(self, f"bias_hh_{name}", nn.Parameter(torch.empty(gate_rows, **factory)))
+                if proj_size:
+                    setattr(self, f"weight_hr_{name}", nn.Parameter(torch.empty(proj_size, hidden_size, **factory)))
         self.reset_parameters()
+
+    @property
+    def output_size(self) -> int:
+        """Width of h per direction: proj_size with projections, else hidden_size."""
+        return self.proj_size or self.hidden_size
 
     # ----- torch.nn.RNNBase's parameter views ------------------------------------------
     @property
@@ -68,6 +85,7 @@ class _RaggedRNN(nn.Module):
         for layer in range(self.num_layers):
             for suffix in ("", "_reverse")[:self.num_directions]:
                 kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
+                kinds += ("weight_hr",) if self.proj_size else ()
                 names += [f"{kind}_l{layer}{suffix}" for kind in kinds]
         return names
 
@@ -78,7 +96,7 @@ class _RaggedRNN(nn.Module):
     @property
     def all_weights(self):
         """Per layer and direction, its parameters (as torch.nn's ``all_weights``)."""
-        per_cell = 4 if self.bias else 2
+        per_cell = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         flat = self._flat_weights
         return [flat[i:i + per_cell] for i in range(0, len(flat), per_cell)]
 
@@ -87,7 +105,7 @@ class _RaggedRNN(nn.Module):
         into one buffer for cuDNN). Kept so code written for torch.nn runs unchanged."""
 
     def reset_parameters(self) -> None:
-        # torch.nn.LSTM/GRU's initialisation.
+        # torch.nn.LSTM/GRU/RNN's initialisation.
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
@@ -102,8 +120,13 @@ class _RaggedRNN(nn.Module):
         biases = [getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")] if self.bias else [None, None]
         return weights + biases
 
+    def _layer_options(self, layer: int, reverse: bool) -> dict:
+        """Keyword arguments of the layer's op beyond its four weights (LSTM: w_hr)."""
+        return {}
+
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+        projection = f", proj_size={self.proj_size}" if self.proj_size else ""
+        return (f"{self.input_size}, {self.hidden_size}{projection}, num_layers={self.num_layers}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}")
 
     # ----- input and output forms -------------------------------------------------------
@@ -142,14 +165,18 @@ class _RaggedRNN(nn.Module):
         return output
 
     def _initial_states(self, hx, batch, like, count):
-        """hx as `count` tensors [layers*directions, B, H] (zeros when not given)."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        """hx as `count` tensors [layers*directions, B, *] (zeros when not given): h of
+        output_size columns, c (LSTM) of hidden_size."""
+        shapes = [(self.num_layers * self.num_directions, batch, self.output_size if index == 0 else self.hidden_size)
+                  for index in range(count)]
         if hx is None:
-            return [like.new_zeros(shape) for _ in range(count)]
+            return [like.new_zeros(shape) for shape in shapes]
         states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
         if len(states) != count:
             raise ValueError(f"hx must hold {count} tensor(s), got {len(states)}")
-        for index, state in enumerate(states):
+        for index, (state, shape) in enumerate(zip(states, shapes)):
+            if not isinstance(state, torch.Tensor):
+                raise TypeError(f"hx must hold tensors, got {type(state).__name__} at position {index}")
             if tuple(state.shape) != shape:
                 # torch.nn's message; a ValueError as well, for code written against padkern.
                 which = f"hidden[{index}]" if count == 2 else "hidden"
@@ -184,7 +211,8 @@ class _RaggedRNN(nn.Module):
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 result = cell(values, ragged.offsets, *self._layer_parameters(layer, direction == 1),
-                              *[state[index] for state in states], reverse=direction == 1, backend=self.backend)
+                              *[state[index] for state in states], reverse=direction == 1, backend=self.backend,
+                              **self._layer_options(layer, direction == 1))
                 outputs.append(result[0])
                 for slot, final in zip(finals, result[1:]):
                     slot.append(final)
@@ -196,9 +224,21 @@ class _RaggedRNN(nn.Module):
 
 
 class LSTM(_RaggedRNN):
-    """Drop-in ``torch.nn.LSTM`` over ragged batches; returns ``(output, (h_n, c_n))``."""
+    """Drop-in ``torch.nn.LSTM`` over ragged batches; returns ``(output, (h_n, c_n))``.
+    ``proj_size > 0`` is torch.nn's LSTM with projections (``weight_hr_l{k}`` [proj_size,
+    hidden_size]; h and the output have proj_size columns per direction, c hidden_size)."""
 
     GATES = 4
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, backend=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+                         dtype, backend=backend, proj_size=proj_size)
+
+    def _layer_options(self, layer: int, reverse: bool) -> dict:
+        if not self.proj_size:
+            return {}
+        return {"w_hr": getattr(self, f"weight_hr_l{layer}{'_reverse' if reverse else ''}")}
 
     def forward(self, input, hx=None, lengths=None):
         output, (h_n, c_n) = self._run(input, hx, lengths, 2, ops.lstm)
@@ -212,4 +252,29 @@ class GRU(_RaggedRNN):
 
     def forward(self, input, hx=None, lengths=None):
         output, (h_n,) = self._run(input, hx, lengths, 1, ops.gru)
+        return output, h_n
+
+
+class RNN(_RaggedRNN):
+    """Drop-in ``torch.nn.RNN`` (``nonlinearity`` "tanh" or "relu") over ragged batches;
+    returns ``(output, h_n)``. Arguments in torch.nn.RNN's order: ``nonlinearity`` comes
+    fourth, after ``num_layers``."""
+
+    GATES = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend=None, proj_size=None):
+        if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
+            # torch.nn.RNN's message.
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+                         dtype, backend=backend, proj_size=proj_size)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
+
+    def forward(self, input, hx=None, lengths=None):
+        cell = functools.partial(ops.rnn, nonlinearity=self.nonlinearity)
+        output, (h_n,) = self._run(input, hx, lengths, 1, cell)
         return output, h_n

@@ -2,12 +2,12 @@
 ``backend=`` (per call), ``padkern.use_backend`` (per block), or ``auto``."""
 from .linear import masked_linear, ragged_bmm, ragged_linear, ragged_outer_bmm
 from .padding import pad, unpad
-from .rnn import GRUOutput, LSTMOutput, gru, lstm
+from .rnn import GRUOutput, LSTMOutput, RNNOutput, gru, lstm, rnn
 from .segment import segment_max, segment_mean, segment_softmax, segment_sum
 from . import _autocast
 from .._extension import TRITON_MISSING
 
 _autocast.register_all(triton_available=TRITON_MISSING is None)
 
-__all__ = ["GRUOutput", "LSTMOutput", "gru", "lstm", "masked_linear", "pad", "ragged_bmm", "ragged_linear",
-           "ragged_outer_bmm", "segment_max", "segment_mean", "segment_softmax", "segment_sum", "unpad"]
+__all__ = ["GRUOutput", "LSTMOutput", "RNNOutput", "gru", "lstm", "masked_linear", "pad", "ragged_bmm",
+           "ragged_linear", "ragged_outer_bmm", "rnn", "segment_max", "segment_mean", "segment_softmax", "segment_sum", "unpad"]

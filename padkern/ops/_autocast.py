@@ -4,9 +4,10 @@ Inside ``torch.autocast(device_type, dtype)``:
 
 - matmuls (``grouped_linear`` behind masked/ragged linear and ragged_bmm,
   ``ragged_outer_bmm``) run in the autocast dtype, as ``F.linear`` does;
-- the recurrences run in the autocast dtype on a GPU, as cuDNN's ``nn.LSTM``/``nn.GRU`` do,
-  and in float32 on the CPU, as torch.nn's packed-sequence path does there (the state and
-  every accumulation stay float32 in all kernels);
+- the LSTM and GRU recurrences run in the autocast dtype on a GPU, as cuDNN's ``nn.LSTM``/``nn.GRU``
+  do, and in float32 on the CPU, as torch.nn's packed-sequence path does there; the plain RNN
+  runs in the autocast dtype on both, as ``nn.RNN`` does (on the CPU its steps are autocast
+  matmuls). The state and every accumulation stay float32 in all kernels;
 - ``segment_sum``/``segment_mean``/``segment_softmax`` run in float32 on a GPU, as
   ``torch.sum``/``torch.softmax`` do there, and keep their dtype on the CPU, as those do;
   ``segment_max``, ``pad`` and ``unpad`` keep their input's dtype.
@@ -75,6 +76,7 @@ def register_all(triton_available: bool) -> None:
         "ragged_outer_bmm": _lower_precision,
         "lstm_recurrence": _recurrence,
         "gru_recurrence": _recurrence,
+        "rnn_recurrence": _lower_precision,
         "segment_reduce": _segment_reduce,
         "segment_softmax": _float32_on_gpu,
     }

@@ -1,4 +1,4 @@
-"""Reference LSTM/GRU over a ragged batch: a plain loop over steps, all in PyTorch.
+"""Reference LSTM/GRU/RNN over a ragged batch: a plain loop over steps, all in PyTorch.
 
 Every step updates every sequence and then keeps the old state where a sequence
 has ended (``torch.where``): slow, obviously right, and differentiable to any order.
@@ -54,8 +54,9 @@ def _recur(gates_x, offsets, h0, step, reverse, parameters):
     return gates_x[:, :hidden] + anchor, tuple(s + anchor for s in state)
 
 
-def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False):
-    """One LSTM layer-direction: values [L, K] -> (output [L, H], h_n [B, H], c_n [B, H])."""
+def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False, w_hr=None):
+    """One LSTM layer-direction: values [L, K] -> (output [L, H], h_n [B, H], c_n [B, H]).
+    With projections (w_hr [P, H]): h = (o * tanh(c)) w_hr^T, and output, h_n have P columns."""
     gates_x = values @ w_ih.t()
     if b_ih is not None:
         gates_x = gates_x + b_ih + b_hh
@@ -65,9 +66,11 @@ def lstm(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=False):
         i, f, g, o = (x + h @ w_hh.t()).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
+        if w_hr is not None:
+            h = h @ w_hr.t()
         return (h, c), h
 
-    out, (h_n, c_n) = _recur(gates_x, offsets, (h0, c0), step, reverse, (w_hh,))
+    out, (h_n, c_n) = _recur(gates_x, offsets, (h0, c0), step, reverse, (w_hh, w_hr))
     return out, h_n, c_n
 
 
@@ -90,6 +93,25 @@ def gru(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, reverse=False):
         return (h,), h
 
     out, (h_n,) = _recur(gates_x, offsets, (h0,), step, reverse, (w_hh, b_hh))
+    return out, h_n
+
+
+def rnn(values, offsets, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity="tanh", reverse=False):
+    """One Elman RNN layer-direction (tanh or relu): values [L, K] -> (output [L, H], h_n [B, H])."""
+    gates_x = values @ w_ih.t()
+    if b_ih is not None:
+        gates_x = gates_x + b_ih + b_hh
+    activations = {"tanh": torch.tanh, "relu": torch.relu}
+    if nonlinearity not in activations:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    activation = activations[nonlinearity]
+
+    def step(x, state):
+        (h,) = state
+        h = activation(x + h @ w_hh.t())
+        return (h,), h
+
+    out, (h_n,) = _recur(gates_x, offsets, (h0,), step, reverse, (w_hh,))
     return out, h_n
 
 

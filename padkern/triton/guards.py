@@ -41,6 +41,13 @@ def check_unit_feature_stride(op: str, name: str, tensor: torch.Tensor, device: 
         _fail(op, name, "of unit stride along its last (feature) dimension", tensor)
 
 
+def check_element_type(op: str, name: str, tensor: torch.Tensor) -> None:
+    """A dtype Triton can point at: it has no complex element types."""
+    if tensor.dtype.is_complex:
+        raise TypeError(f"{op}: {name} is {tensor.dtype}, which the triton backend does not support; "
+                        "use backend='cpu', 'cuda' or 'reference'")
+
+
 def check_offsets(op: str, offsets: torch.Tensor, device: torch.device, batch: int | None = None) -> None:
     """int64, contiguous, 1-D, on ``device``, with ``batch + 1`` entries where ``batch`` is given."""
     if offsets.dim() != 1 or offsets.numel() < 1:

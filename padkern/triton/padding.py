@@ -76,6 +76,7 @@ def _time_batch_strides(padded: torch.Tensor, batch_first: bool):
 def pad_triton(values: torch.Tensor, offsets: torch.Tensor, total_length: int, padding_value: float, batch_first: bool) -> torch.Tensor:
     """values [L, D] (unit feature stride) -> padded [B, T, D] (or [T, B, D]), T = total_length."""
     guards.check_unit_feature_stride("pad_triton", "values", values, values.device, dim=2)
+    guards.check_element_type("pad_triton", "values", values)
     guards.check_offsets("pad_triton", offsets, values.device)
     batch, features = offsets.shape[0] - 1, values.shape[1]
     shape = (batch, total_length, features) if batch_first else (total_length, batch, features)
@@ -96,6 +97,7 @@ def pad_triton(values: torch.Tensor, offsets: torch.Tensor, total_length: int, p
 def unpad_triton(padded: torch.Tensor, offsets: torch.Tensor, total_tokens: int, batch_first: bool) -> torch.Tensor:
     """padded [B, T, D] (or [T, B, D]; unit feature stride) -> values [L, D], L = total_tokens."""
     guards.check_unit_feature_stride("unpad_triton", "padded", padded, padded.device, dim=3)
+    guards.check_element_type("unpad_triton", "padded", padded)
     batch, features = offsets.shape[0] - 1, padded.shape[2]
     guards.check_offsets("unpad_triton", offsets, padded.device, padded.shape[0] if batch_first else padded.shape[1])
     padded_length = padded.shape[1] if batch_first else padded.shape[0]

@@ -1,4 +1,4 @@
-"""Triton LSTM/GRU recurrences: one program per sequence runs all its steps in one
+"""Triton LSTM/GRU/RNN recurrences: one program per sequence runs all its steps in one
 launch, fusing the recurrent matvec ``h @ w_hh^T`` with the gate maths, reading the
 precomputed input gates at the sequence's own tokens and writing output rows in
 place. The hidden state lives in an fp32 (fp64 for double) buffer ``[B, H]`` so
@@ -241,8 +241,82 @@ def _gru_backward_kernel(
         tl.debug_barrier()  # dh_prev is visible to the whole program
 
 
+@triton.jit
+def _rnn_activation(pre, RELU: tl.constexpr):
+    if RELU:
+        return tl.where(pre < 0.0, 0.0, pre)  # NaN propagates, as torch.relu
+    else:
+        return _tanh(pre)
+
+
+@triton.jit
+def _rnn_derivative(h, dh, RELU: tl.constexpr):
+    """The pre-activation's gradient from the step's output h (relu: torch's threshold_backward,
+    which blocks h <= 0 and passes NaN)."""
+    if RELU:
+        return tl.where(h <= 0.0, 0.0, dh)
+    else:
+        return dh * (1.0 - h * h)
+
+
+@triton.jit
+def _rnn_forward_kernel(
+    p_gates_x, p_offsets, p_w_t, p_h, p_out, L, H,
+    REVERSE: tl.constexpr, RELU: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
+    o_h = tl.arange(0, BLOCK_H)
+    m_h = o_h < H
+    p_h_b = p_h + i_b * H
+    for t in range(0, eos - bos):
+        i_tok = _step_token(bos, eos, t, REVERSE)
+        acc = tl.load(p_gates_x + i_tok * H + o_h, mask=m_h, other=0.0).to(p_h.dtype.element_ty)
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            b_h = tl.load(p_h_b + o_k, mask=m_k, other=0.0)[:, None]
+            p_w = p_w_t + o_k[:, None].to(tl.int64) * H + o_h[None, :]
+            acc += tl.sum(b_h * tl.load(p_w, mask=m_k[:, None] & m_h[None, :], other=0.0).to(acc.dtype), 0)
+        b_h_new = _rnn_activation(acc, RELU)
+        tl.debug_barrier()  # every read of the old state is done
+        tl.store(p_h_b + o_h, b_h_new, mask=m_h)
+        tl.store(p_out + i_tok * H + o_h, b_h_new.to(p_out.dtype.element_ty), mask=m_h)
+        tl.debug_barrier()  # the new state is visible to the whole program
+
+
+@triton.jit
+def _rnn_backward_kernel(
+    p_grad_out, p_out, p_offsets, p_w, p_dh, p_grad_pre, L, H,
+    REVERSE: tl.constexpr, RELU: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    i_b = tl.program_id(0).to(tl.int64)
+    bos, eos = sequence_bounds(p_offsets, i_b, L)
+    o_h = tl.arange(0, BLOCK_H)
+    m_h = o_h < H
+    p_dh_b = p_dh + i_b * H
+    n_steps = eos - bos
+    for s in range(0, n_steps):
+        t = n_steps - 1 - s
+        i_tok = _step_token(bos, eos, t, REVERSE)
+        b_dh = tl.load(p_dh_b + o_h, mask=m_h, other=0.0)
+        b_dh += tl.load(p_grad_out + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
+        b_h = tl.load(p_out + i_tok * H + o_h, mask=m_h, other=0.0).to(b_dh.dtype)
+        d_pre = _rnn_derivative(b_h, b_dh, RELU)
+        tl.store(p_grad_pre + i_tok * H + o_h, d_pre.to(p_grad_pre.dtype.element_ty), mask=m_h)
+        tl.debug_barrier()  # every read of dh is done
+        # dh_prev[k] = sum over rows r of d_pre[r] * w_hh[r, k], chunk by chunk of k.
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            p_w_k = p_w + o_h[:, None].to(tl.int64) * H + o_k[None, :]
+            w_k = tl.load(p_w_k, mask=m_h[:, None] & m_k[None, :], other=0.0).to(b_dh.dtype)
+            tl.store(p_dh_b + o_k, tl.sum(d_pre[:, None] * w_k, 0), mask=m_k)
+        tl.debug_barrier()  # dh_prev is visible to the whole program
+
+
 # ----- launchers, registered as torch ops ----------------------------------------------
-# Shapes: L tokens, B sequences, H hidden, G = 4H (LSTM) or 3H (GRU) gate rows.
+# Shapes: L tokens, B sequences, H hidden, G = 4H (LSTM), 3H (GRU) or H (RNN) gate rows.
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -325,7 +399,7 @@ def gru_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: to
     tokens, (batch, hidden) = gates_x.shape[0], h0.shape
     _check("gru_recurrence_triton", offsets, batch, gates_x.device,
            dense=dict(gates_x=(gates_x, (tokens, 3 * hidden)), b_hh=(b_hh, (3 * hidden,))),
-           copied=dict(w_hh=(w_hh, (3 * hidden, hidden))))
+           copied=dict(w_hh=(w_hh, (3 * hidden, hidden)), h0=(h0, (batch, hidden))))
     w_t = w_hh.t().contiguous()  # [H, G]: step k of the matvec reads one row of G gate weights
     h = _state(h0, _accumulation_dtype(gates_x.dtype))
     output = gates_x.new_empty((tokens, hidden))
@@ -359,3 +433,47 @@ def gru_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Te
             grad_output, gates, hh_n, output, h0, offsets, w_hh, dh, grad_gates_x, grad_gates_hh, tokens, hidden,
             REVERSE=reverse, **_blocks(hidden))
     return grad_gates_x, grad_gates_hh, dh.to(h0.dtype)
+
+
+def _check_nonlinearity(op: str, nonlinearity: int) -> None:
+    if nonlinearity not in (0, 1):  # a RuntimeError, as the native op's check
+        raise RuntimeError(f"{op}: nonlinearity must be 0 (tanh) or 1 (relu), got {nonlinearity}")
+
+
+@triton_kernel_op("padkern::rnn_recurrence_triton")
+def rnn_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor,
+                          nonlinearity: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """gates_x [L, H], w_hh [H, H], h0 [B, H] -> (output [L, H], h_n [B, H]); nonlinearity 0 tanh, 1 relu."""
+    tokens, (batch, hidden) = gates_x.shape[0], h0.shape
+    _check_nonlinearity("rnn_recurrence_triton", nonlinearity)
+    _check("rnn_recurrence_triton", offsets, batch, gates_x.device, dense=dict(gates_x=(gates_x, (tokens, hidden))),
+           copied=dict(w_hh=(w_hh, (hidden, hidden)), h0=(h0, (batch, hidden))))
+    w_t = w_hh.t().contiguous()  # [H, H]: step k of the matvec reads one row
+    h = _state(h0, _accumulation_dtype(gates_x.dtype))
+    output = gates_x.new_empty((tokens, hidden))
+    if batch > 0 and hidden > 0:
+        wrap_triton(_rnn_forward_kernel)[(batch,)](
+            gates_x, offsets, w_t, h, output, tokens, hidden,
+            REVERSE=reverse, RELU=nonlinearity == 1, **_blocks(hidden))
+    return output, h.to(h0.dtype)
+
+
+@triton_kernel_op("padkern::rnn_recurrence_backward_triton")
+def rnn_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Tensor, output: torch.Tensor,
+                                   offsets: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, nonlinearity: int,
+                                   reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_output [L, H], grad_h_n [B, H], the forward's output [L, H], w_hh [H, H], h0 [B, H]
+    -> (grad of the pre-activation [L, H], grad h0 [B, H])."""
+    tokens, (batch, hidden) = grad_output.shape[0], h0.shape
+    _check_nonlinearity("rnn_recurrence_backward_triton", nonlinearity)
+    _check("rnn_recurrence_backward_triton", offsets, batch, grad_output.device,
+           dense=dict(grad_output=(grad_output, (tokens, hidden)), output=(output, (tokens, hidden)),
+                      w_hh=(w_hh, (hidden, hidden))),
+           copied=dict(grad_h_n=(grad_h_n, (batch, hidden)), h0=(h0, (batch, hidden))))
+    dh = _state(grad_h_n, _accumulation_dtype(grad_output.dtype))
+    grad_pre = grad_output.new_empty((tokens, hidden))
+    if batch > 0 and hidden > 0:
+        wrap_triton(_rnn_backward_kernel)[(batch,)](
+            grad_output, output, offsets, w_hh, dh, grad_pre, tokens, hidden,
+            REVERSE=reverse, RELU=nonlinearity == 1, **_blocks(hidden))
+    return grad_pre, dh.to(h0.dtype)

@@ -3,6 +3,7 @@
 // shapes, dtypes, devices and the offsets' layout are what needs checking here; the CPU
 // bindings also check the offsets' contents (O(B), see check_offsets_contents).
 #pragma once
+#include "padkern/rnn_cells.h"
 #include "padkern/tensor_checks.h"
 
 namespace padkern {
@@ -61,6 +62,33 @@ inline RecurrenceShape check_gru_backward_inputs(const at::Tensor& grad_output, 
                                         {saved_hh_n, "hh_n", s.tokens, s.hidden},
                                         {output, "output", s.tokens, s.hidden},
                                         {w_hh, "w_hh", 3 * s.hidden, s.hidden},
+                                        {h0, "h0", s.batch, s.hidden}});
+  return s;
+}
+
+inline void check_nonlinearity(int64_t nonlinearity) {
+  TORCH_CHECK(nonlinearity == kRnnTanh || nonlinearity == kRnnRelu, "padkern: nonlinearity must be 0 (tanh) or 1 (relu), got ",
+              nonlinearity);
+}
+
+inline RecurrenceShape check_rnn_forward_inputs(const at::Tensor& gates_x, const at::Tensor& offsets,
+                                                const at::Tensor& w_hh, const at::Tensor& h0, int64_t nonlinearity) {
+  check_nonlinearity(nonlinearity);
+  const RecurrenceShape s = recurrence_shape(gates_x, offsets, w_hh, 1);
+  check_recurrence_inputs(gates_x, {{gates_x, "gates_x", s.tokens, s.hidden}, {w_hh, "w_hh", s.hidden, s.hidden},
+                                    {h0, "h0", s.batch, s.hidden}});
+  return s;
+}
+
+inline RecurrenceShape check_rnn_backward_inputs(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                                                 const at::Tensor& output, const at::Tensor& offsets,
+                                                 const at::Tensor& w_hh, const at::Tensor& h0, int64_t nonlinearity) {
+  check_nonlinearity(nonlinearity);
+  const RecurrenceShape s = recurrence_shape(grad_output, offsets, w_hh, 1);
+  check_recurrence_inputs(grad_output, {{grad_output, "grad_output", s.tokens, s.hidden},
+                                        {grad_h_n, "grad_h_n", s.batch, s.hidden},
+                                        {output, "output", s.tokens, s.hidden},
+                                        {w_hh, "w_hh", s.hidden, s.hidden},
                                         {h0, "h0", s.batch, s.hidden}});
   return s;
 }

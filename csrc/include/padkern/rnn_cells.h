@@ -1,6 +1,7 @@
-// Gate equations of the LSTM and GRU cells, written once for the CPU kernels and
+// Gate equations of the LSTM, GRU and plain (Elman) RNN cells, written once for the CPU kernels and
 // the CUDA kernels (`__host__ __device__`): the CPU tests exercise the maths the GPU runs.
-// Equations and gate orders are PyTorch's (torch.nn.LSTM: i, f, g, o; torch.nn.GRU: r, z, n).
+// Equations and gate orders are PyTorch's (torch.nn.LSTM: i, f, g, o; torch.nn.GRU: r, z, n;
+// torch.nn.RNN: h = tanh or relu of both projections and both biases).
 // `A` is the accumulation type: float for float/half/bfloat16 data, double for double.
 #pragma once
 #include "padkern/scalar_math.h"
@@ -89,6 +90,26 @@ PADKERN_HOST_DEVICE GruGrad<A> gru_backward(A r, A z, A n, A hh_n, A h_prev, A d
   g.d_z = dz * z * (A(1) - z);
   g.dh_prev_direct = dh * z;
   return g;
+}
+
+// ---- RNN (Elman) ---------------------------------------------------------------------
+// Numbered as in the rnn_recurrence schema (padkern/_schemas.py).
+enum RnnNonlinearity : int64_t { kRnnTanh = 0, kRnnRelu = 1 };
+
+// pre: both projections and both biases.
+template <typename A>
+PADKERN_HOST_DEVICE A rnn_forward(A pre, bool relu) {
+  if (relu) return pre < A(0) ? A(0) : pre;  // NaN propagates, as torch.relu
+  return tanh_of(pre);
+}
+
+// The gradient of the pre-activation from the step's output h, as torch's backward
+// reads it: relu blocks dh where h <= 0 and passes it elsewhere, NaN included
+// (threshold_backward); tanh scales by 1 - h^2.
+template <typename A>
+PADKERN_HOST_DEVICE A rnn_backward(A h, A dh, bool relu) {
+  if (relu) return h <= A(0) ? A(0) : dh;
+  return dh * (A(1) - h * h);
 }
 
 }  // namespace padkern

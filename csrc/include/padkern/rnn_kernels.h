@@ -1,7 +1,7 @@
-// Host entry points of the CUDA LSTM/GRU recurrences (csrc/cuda/lstm.cu, gru.cu).
+// Host entry points of the CUDA LSTM/GRU/RNN recurrences (csrc/cuda/lstm.cu, gru.cu, rnn.cu).
 // Plain C++ with raw pointers: the torch bindings live in csrc/cuda/rnn_bindings.cpp.
 //
-// Shapes: B sequences, L tokens, H hidden, G = 4H (LSTM) or 3H (GRU).
+// Shapes: B sequences, L tokens, H hidden, G = 4H (LSTM), 3H (GRU) or H (RNN).
 // All pointers are device pointers to contiguous buffers; `offsets` [B+1] int64.
 #pragma once
 #include <cuda_runtime.h>
@@ -74,6 +74,31 @@ struct GruBackwardArgs {
   bool reverse;
 };
 
+struct RnnForwardArgs {
+  const void* gates_x;  // [L, H]: input projection plus both biases
+  const int64_t* offsets;
+  const void* w_hh_t;   // [H, H]: w_hh transposed, so a step's reads coalesce across hidden units
+  const void* h0;       // [B, H]
+  void* output;         // [L, H]
+  void* h_n;            // [B, H]
+  int64_t tokens, batch, hidden;  // L, B, H
+  bool reverse;
+  bool relu;            // relu, else tanh
+};
+
+struct RnnBackwardArgs {
+  const void* grad_output;  // [L, H]
+  const void* grad_h_n;     // [B, H]
+  const void* output;       // [L, H]: the forward's h, from which its derivative follows
+  const int64_t* offsets;
+  const void* w_hh;         // [H, H]
+  void* grad_pre;           // [L, H]: gradient of the pre-activation (of gates_x, and of h W_hh^T)
+  void* grad_h0;            // [B, H]
+  int64_t tokens, batch, hidden;  // L, B, H
+  bool reverse;
+  bool relu;
+};
+
 // The persistent forward recurrences (persistent_rnn.cu): one cooperative grid runs every
 // step, each block keeping its rows of w_hh in shared memory (persistent_rnn_plan.h).
 // Hidden states and state rows are kept in the longest-first order of the sequences.
@@ -107,6 +132,8 @@ cudaError_t launch_lstm_forward(ElementType type, const LstmForwardArgs& args, c
 cudaError_t launch_lstm_backward(ElementType type, const LstmBackwardArgs& args, cudaStream_t stream);
 cudaError_t launch_gru_forward(ElementType type, const GruForwardArgs& args, cudaStream_t stream);
 cudaError_t launch_gru_backward(ElementType type, const GruBackwardArgs& args, cudaStream_t stream);
+cudaError_t launch_rnn_forward(ElementType type, const RnnForwardArgs& args, cudaStream_t stream);
+cudaError_t launch_rnn_backward(ElementType type, const RnnBackwardArgs& args, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace padkern
