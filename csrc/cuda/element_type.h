@@ -16,4 +16,8 @@ inline cuda::ElementType element_type(const at::Tensor& tensor) {
   }
 }
 
+// Whether float32 matmuls may round their operands to TF32 (torch.backends.cuda.matmul.
+// allow_tf32 / set_float32_matmul_precision): padkern's tensor-core paths follow torch's switch.
+inline bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
+
 }  // namespace padkern

@@ -13,13 +13,12 @@
 #include <vector>
 
 #include "element_type.h"
+#include "padkern/aten_padding.h"
 #include "padkern/linear_kernels.h"
 #include "padkern/tensor_checks.h"
 
 namespace padkern {
 namespace {
-
-bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
 
 int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
@@ -82,10 +81,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   // Prefix over per-sequence row-tile counts, on the device: no host synchronisation.
   // Tile counts from the lengths the kernel will use (clamped as sequence_span does), so
   // the prefix is monotone and cannot overflow whatever the offsets hold.
-  const at::Tensor starts = offsets.slice(0, 0, batch), ends = offsets.slice(0, 1);
-  const at::Tensor lengths = padded ? (ends - starts).clamp(0, row_limit)
-                                    : at::maximum(ends.clamp(0, row_limit), starts.clamp(0, row_limit)) -
-                                          starts.clamp(0, row_limit);
+  const at::Tensor lengths = padded ? (offsets.slice(0, 1) - offsets.slice(0, 0, batch)).clamp(0, row_limit)
+                                    : span_lengths(offsets, row_limit);
   const at::Tensor tile_counts = (lengths + (tiles.rows - 1)).div(tiles.rows, "floor");
   const at::Tensor tile_starts = at::cat({at::zeros({1}, offsets.options()), at::cumsum(tile_counts, 0)});
   const int64_t row_tiles = padded ? batch * ((row_limit + tiles.rows - 1) / tiles.rows)

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "element_type.h"
+#include "padkern/aten_padding.h"
 #include "padkern/rnn_kernels.h"
 
 namespace padkern {
@@ -48,7 +49,7 @@ inline PersistentChoice persistent_choice(const at::Tensor& gates_x, int gates, 
   const RecurrencePath path = requested_recurrence_path();
   if (path == RecurrencePath::PerSequence) return {0, false};
   const bool tensor_cores = gates_x.scalar_type() == at::kHalf || gates_x.scalar_type() == at::kBFloat16 ||
-                            (gates_x.scalar_type() == at::kFloat && at::globalContext().allowTF32CuBLAS());
+                            (gates_x.scalar_type() == at::kFloat && tf32_allowed());
   int units = 0;
   if (tensor_cores) C10_CUDA_CHECK(cuda::persistent_rnn_units(element_type(gates_x), gates, hidden, &units));
   TORCH_CHECK(units > 0 || path == RecurrencePath::Auto,
@@ -87,11 +88,9 @@ struct PersistentBuffers {
 inline PersistentBuffers persistent_buffers(const at::Tensor& offsets, int64_t tokens, const at::Tensor& h0,
                                             const at::Tensor& state0) {
   const int64_t batch = offsets.size(0) - 1;
-  // Lengths clamped as sequence_span clamps them, so the kernel's step count and each
-  // sequence's own span agree whatever the offsets hold.
-  const at::Tensor starts = offsets.slice(0, 0, batch).clamp(0, tokens);
-  const at::Tensor lengths = at::maximum(offsets.slice(0, 1).clamp(0, tokens), starts) - starts;
-  auto [sorted_lengths, order] = at::sort(lengths, /*stable=*/true, /*dim=*/0, /*descending=*/true);
+  // The kernel's step count and each sequence's own span agree whatever the offsets hold.
+  auto [sorted_lengths, order] =
+      at::sort(span_lengths(offsets, tokens), /*stable=*/true, /*dim=*/0, /*descending=*/true);
   at::Tensor ring = at::empty({2, batch, h0.size(1)}, h0.options());
   ring[0].copy_(h0.index_select(0, order));
   return {order.contiguous(), sorted_lengths.contiguous(), ring,

@@ -61,4 +61,13 @@ inline at::Tensor empty_values(const at::Tensor& padded, const at::Tensor& offse
   return at::empty({total_tokens, padded.size(2)}, padded.options());
 }
 
+// Each sequence's length [B] as the kernels see it: its span clamped into the `rows` rows
+// that exist, as sequence_span clamps it (so counts built from it agree with the kernels
+// whatever the offsets hold). Computed on the offsets' device: no host synchronisation.
+inline at::Tensor span_lengths(const at::Tensor& offsets, int64_t rows) {
+  const int64_t batch = offsets.size(0) - 1;
+  const at::Tensor starts = offsets.slice(0, 0, batch).clamp(0, rows);
+  return at::maximum(offsets.slice(0, 1).clamp(0, rows), starts) - starts;
+}
+
 }  // namespace padkern
