@@ -70,3 +70,19 @@ _lib.define("ragged_outer_bmm(Tensor x, Tensor y, Tensor offsets) -> Tensor")
 _lib.define("segment_reduce(Tensor values, Tensor offsets, int mode) -> (Tensor, Tensor)")
 # values [L, D] -> [L, D]: softmax over each sequence's rows, per feature.
 _lib.define("segment_softmax(Tensor values, Tensor offsets) -> Tensor")
+
+# Attention within each sequence (FlashAttention-2's varlen scheme). q [L, Hq, D]; k, v
+# [Lk, Hkv, D] with Hq a multiple of Hkv (grouped-query heads share k, v); offsets [B+1]
+# index q, kv_offsets [B+1] index k and v (the same tensor for self-attention). causal:
+# query i of a sequence sees keys 0..i of it (self-attention only). Returns out [L, Hq, D]
+# and the float32 log-sum-exp of each row's scaled scores, lse [L, Hq] (-inf, with out 0,
+# for a query with no key); no score matrix is kept.
+_lib.define(
+    "ragged_attention(Tensor q, Tensor k, Tensor v, Tensor offsets, Tensor kv_offsets, bool causal, float scale) "
+    "-> (Tensor, Tensor)"
+)
+# Recomputes the scores from lse. -> grad_q [L, Hq, D], grad_k, grad_v [Lk, Hkv, D]
+_lib.define(
+    "ragged_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+    "Tensor offsets, Tensor kv_offsets, bool causal, float scale) -> (Tensor, Tensor, Tensor)"
+)
