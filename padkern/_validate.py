@@ -13,6 +13,7 @@ torch.compile content checks are skipped (they would break the graph).
 import os
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 _debug = [os.environ.get("PADKERN_DEBUG", "0") == "1"]
 
@@ -42,8 +43,10 @@ def restrided_if_empty(tensor: torch.Tensor) -> torch.Tensor:
     """A zero-element tensor with row-major strides (free); any other tensor unchanged, for
     kernels that read through any strides."""
     # Under torch.compile the size may be an unbacked symbol that cannot be compared with
-    # 0; the compiled graph materialises its own tensors.
-    if torch.compiler.is_compiling() or tensor.numel() != 0:
+    # 0; the compiled graph materialises its own tensors. `is_compiling()` alone does not
+    # cover that: a backward traced by AOTAutograd runs outside Dynamo (torch 2.11 then says
+    # False), so an undecidable size counts as non-empty, without a guard.
+    if torch.compiler.is_compiling() or not guard_or_false(tensor.numel() == 0):
         return tensor
     return tensor.clone(memory_format=torch.contiguous_format)
 

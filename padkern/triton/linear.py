@@ -12,12 +12,11 @@ import os
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from .._backend import triton_interpreted
 from . import guards
 from .guards import padded_length, sequence_bounds
-from .registration import triton_kernel_op
+from .registration import launchable, triton_kernel_op
 
 BLOCK_M = 64
 
@@ -173,7 +172,7 @@ def grouped_linear_triton(input: torch.Tensor, offsets: torch.Tensor, weight: to
     if batch > 0 and features > 0 and row_tiles > 0:
         starts = tile_starts(offsets, BLOCK_M, rows if padded else None)
         grid = lambda meta: (row_tiles, triton.cdiv(features, meta["BLOCK_N"]))  # noqa: E731
-        wrap_triton(_grouped_linear_kernel)[grid](
+        launchable(_grouped_linear_kernel)[grid](
             input, offsets, starts, weight, bias if bias is not None else out, out, pre, batch, rows, features,
             input.shape[-1], *stride_in, input.stride(-1), *stride_out, stride_wb, stride_wk, stride_wn,
             PADDED=padded, HAS_BIAS=bias is not None, ACT=activation, SAVE=save,
@@ -217,7 +216,7 @@ def ragged_outer_bmm_triton(x: torch.Tensor, y: torch.Tensor, offsets: torch.Ten
     if out.numel() > 0:
         block = 32 if triton_interpreted() else 64
         grid = (batch, triton.cdiv(rows, block), triton.cdiv(cols, block))
-        wrap_triton(_ragged_outer_bmm_kernel)[grid](
+        launchable(_ragged_outer_bmm_kernel)[grid](
             x, y, offsets, out, x.shape[0], rows, cols, x.stride(0), y.stride(0), out.stride(0), out.stride(1),
             PRECISION=_precision(x.dtype), ACC=accumulator(x.dtype), BLOCK_M=block, BLOCK_N=block, BLOCK_T=32)
     return out

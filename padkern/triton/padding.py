@@ -8,11 +8,10 @@ contract, unchecked on a GPU outside debug mode).
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from . import guards
 from .guards import sequence_bounds
-from .registration import triton_kernel_op
+from .registration import launchable, triton_kernel_op
 
 
 @triton.jit
@@ -85,7 +84,7 @@ def pad_triton(values: torch.Tensor, offsets: torch.Tensor, total_length: int, p
         block_t, block_d = _blocks(total_length, features)
         grid = (batch, triton.cdiv(total_length, block_t), triton.cdiv(features, block_d))
         stride_batch, stride_time = _time_batch_strides(padded, batch_first)
-        wrap_triton(_pad_kernel)[grid](
+        launchable(_pad_kernel)[grid](
             values, offsets, values.new_full((1,), padding_value), padded, values.shape[0], total_length, features,
             values.stride(0), stride_batch, stride_time,
             BLOCK_T=block_t, BLOCK_D=block_d,
@@ -107,7 +106,7 @@ def unpad_triton(padded: torch.Tensor, offsets: torch.Tensor, total_tokens: int,
         # At least one program along time even when T == 0: tokens past T are still written.
         grid = (batch, max(1, triton.cdiv(padded_length, block_t)), triton.cdiv(features, block_d))
         stride_batch, stride_time = _time_batch_strides(padded, batch_first)
-        wrap_triton(_unpad_kernel)[grid](
+        launchable(_unpad_kernel)[grid](
             padded, offsets, values, total_tokens, padded_length, features,
             values.stride(0), stride_batch, stride_time,
             BLOCK_T=block_t, BLOCK_D=block_d,

@@ -8,11 +8,10 @@ Equations mirror csrc/include/padkern/rnn_cells.h.
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from . import guards
 from .guards import sequence_bounds
-from .registration import triton_kernel_op
+from .registration import launchable, triton_kernel_op
 
 
 @triton.jit
@@ -362,7 +361,7 @@ def lstm_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: t
     saved_gates = _saved(tokens, 4 * hidden, gates_x, save_for_backward)
     saved_cell = _saved(tokens, hidden, gates_x, save_for_backward)
     if batch > 0 and hidden > 0:
-        wrap_triton(_lstm_forward_kernel)[(batch,)](
+        launchable(_lstm_forward_kernel)[(batch,)](
             gates_x, offsets, w_t, h, c, output, saved_gates, saved_cell, tokens, hidden,
             REVERSE=reverse, SAVE=save_for_backward, **_blocks(hidden))
     return output, h.to(h0.dtype), c.to(c0.dtype), saved_gates, saved_cell
@@ -384,7 +383,7 @@ def lstm_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.T
     dh, dc = _state(grad_h_n, accumulation), _state(grad_c_n, accumulation)
     grad_gates = grad_output.new_empty((tokens, 4 * hidden))
     if batch > 0 and hidden > 0:
-        wrap_triton(_lstm_backward_kernel)[(batch,)](
+        launchable(_lstm_backward_kernel)[(batch,)](
             grad_output, gates, cell, c0, offsets, w_hh, dh, dc, grad_gates, tokens, hidden,
             REVERSE=reverse, **_blocks(hidden))
     return grad_gates, dh.to(c0.dtype), dc.to(c0.dtype)
@@ -406,7 +405,7 @@ def gru_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: to
     saved_gates = _saved(tokens, 3 * hidden, gates_x, save_for_backward)
     saved_hh_n = _saved(tokens, hidden, gates_x, save_for_backward)
     if batch > 0 and hidden > 0:
-        wrap_triton(_gru_forward_kernel)[(batch,)](
+        launchable(_gru_forward_kernel)[(batch,)](
             gates_x, offsets, w_t, b_hh, h, output, saved_gates, saved_hh_n, tokens, hidden,
             REVERSE=reverse, SAVE=save_for_backward, **_blocks(hidden))
     return output, h.to(h0.dtype), saved_gates, saved_hh_n
@@ -429,7 +428,7 @@ def gru_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Te
     grad_gates_x = grad_output.new_empty((tokens, 3 * hidden))
     grad_gates_hh = grad_output.new_empty((tokens, 3 * hidden))
     if batch > 0 and hidden > 0:
-        wrap_triton(_gru_backward_kernel)[(batch,)](
+        launchable(_gru_backward_kernel)[(batch,)](
             grad_output, gates, hh_n, output, h0, offsets, w_hh, dh, grad_gates_x, grad_gates_hh, tokens, hidden,
             REVERSE=reverse, **_blocks(hidden))
     return grad_gates_x, grad_gates_hh, dh.to(h0.dtype)
@@ -452,7 +451,7 @@ def rnn_recurrence_triton(gates_x: torch.Tensor, offsets: torch.Tensor, w_hh: to
     h = _state(h0, _accumulation_dtype(gates_x.dtype))
     output = gates_x.new_empty((tokens, hidden))
     if batch > 0 and hidden > 0:
-        wrap_triton(_rnn_forward_kernel)[(batch,)](
+        launchable(_rnn_forward_kernel)[(batch,)](
             gates_x, offsets, w_t, h, output, tokens, hidden,
             REVERSE=reverse, RELU=nonlinearity == 1, **_blocks(hidden))
     return output, h.to(h0.dtype)
@@ -473,7 +472,7 @@ def rnn_recurrence_backward_triton(grad_output: torch.Tensor, grad_h_n: torch.Te
     dh = _state(grad_h_n, _accumulation_dtype(grad_output.dtype))
     grad_pre = grad_output.new_empty((tokens, hidden))
     if batch > 0 and hidden > 0:
-        wrap_triton(_rnn_backward_kernel)[(batch,)](
+        launchable(_rnn_backward_kernel)[(batch,)](
             grad_output, output, offsets, w_hh, dh, grad_pre, tokens, hidden,
             REVERSE=reverse, RELU=nonlinearity == 1, **_blocks(hidden))
     return grad_pre, dh.to(h0.dtype)

@@ -4,12 +4,11 @@ and ``padkern::segment_softmax_triton``."""
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from . import guards
 from .guards import sequence_bounds
 from .linear import accumulator
-from .registration import triton_kernel_op
+from .registration import launchable, triton_kernel_op
 
 BLOCK_T = 32
 
@@ -112,7 +111,7 @@ def segment_reduce_triton(values: torch.Tensor, offsets: torch.Tensor, mode: int
     argmax = values.new_empty((batch if mode == 2 else 0, features), dtype=torch.int64)
     if out.numel() > 0:
         block_d = _block_d(features)
-        wrap_triton(_segment_reduce_kernel)[(batch, triton.cdiv(features, block_d))](
+        launchable(_segment_reduce_kernel)[(batch, triton.cdiv(features, block_d))](
             values, offsets, out, argmax if mode == 2 else out, values.shape[0], features,
             MODE=mode, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T, BLOCK_D=block_d)
     return out, argmax
@@ -126,7 +125,7 @@ def segment_softmax_triton(values: torch.Tensor, offsets: torch.Tensor) -> torch
     out = torch.empty_like(values)
     if values.numel() > 0:
         block_d = _block_d(features)
-        wrap_triton(_segment_softmax_kernel)[(batch, triton.cdiv(features, block_d))](
+        launchable(_segment_softmax_kernel)[(batch, triton.cdiv(features, block_d))](
             values, offsets, out, values.shape[0], features, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T,
             BLOCK_D=block_d)
     return out
