@@ -7,6 +7,7 @@ constructor checks nothing: ``validate()`` does, and so does every method below
 that would otherwise return a wrong answer.
 """
 import operator
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -61,10 +62,22 @@ class Ragged(NamedTuple):
 
     @classmethod
     def from_list(cls, sequences) -> "Ragged":
-        """From a list of tensors ``[length_i, *F]`` (lengths may be 0; same F, dtype, device)."""
-        if not isinstance(sequences, (list, tuple)):
-            raise TypeError(
-                f"sequences must be a list or tuple of tensors [length_i, *F], got {type(sequences).__name__}")
+        """From what ``pad_sequence`` takes: a list, tuple or other iterable of tensors
+        ``[length_i, *F]`` (lengths may be 0; same F, dtype, device), or one tensor
+        ``[B, T, *F]`` whose first dimension indexes B sequences of T tokens each."""
+        if isinstance(sequences, torch.Tensor):
+            if sequences.is_nested:
+                return cls.from_nested(sequences)
+            if sequences.dim() < 2:
+                raise ValueError("sequences, given as one tensor, must be [B, T, *F] (its first dimension indexes "
+                                 f"sequences, each [T, *F]), got a {sequences.dim()}-D tensor")
+            batch, steps = sequences.shape[0], sequences.shape[1]
+            offsets = torch.arange(batch + 1, device=sequences.device) * steps
+            return cls(sequences.flatten(0, 1), offsets)
+        if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Iterable):
+            raise TypeError("sequences must be a list, tuple or iterable of tensors [length_i, *F], or a tensor "
+                            f"[B, T, *F], got {type(sequences).__name__}")
+        sequences = tuple(sequences)
         if len(sequences) == 0:
             raise ValueError("sequences must hold at least one tensor (the feature shape comes from it)")
         for i, sequence in enumerate(sequences):
@@ -196,6 +209,64 @@ class Ragged(NamedTuple):
             raise ValueError(f"values must have {self.values.shape[0]} rows (one per token), got {values.shape[0]}")
         return Ragged(values, self.offsets)
 
+    # ----- movement, with torch.Tensor's semantics ---------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The values' dtype (the offsets are always integers)."""
+        return self.values.dtype
+
+    def to(self, *args, **kwargs) -> "Ragged":
+        """``Tensor.to``'s arguments (a device, a dtype, a tensor, ``non_blocking``, ``copy``,
+        ``memory_format``). A dtype converts ``values`` only: offsets stay integers. A device
+        moves both tensors; ``non_blocking=True`` copies both asynchronously, so a batch in
+        pinned memory reaches the GPU without stalling the host. Returns self when nothing
+        changes and ``copy`` is False, as ``Tensor.to`` does."""
+        device, dtype, non_blocking, copy, memory_format = _to_arguments(args, kwargs)
+        values = self.values.to(device=device, dtype=dtype, non_blocking=non_blocking, copy=copy,
+                                memory_format=memory_format)
+        offsets = self.offsets.to(device=device, non_blocking=non_blocking, copy=copy)
+        if values is self.values and offsets is self.offsets:
+            return self
+        return Ragged(values, offsets)
+
+    def cuda(self, device=None, non_blocking=False) -> "Ragged":
+        """Both tensors on a CUDA device (``Tensor.cuda``'s arguments)."""
+        return self._each(lambda t: t.cuda(device, non_blocking))
+
+    def cpu(self) -> "Ragged":
+        return self._each(lambda t: t.cpu())
+
+    def pin_memory(self) -> "Ragged":
+        """Both tensors in page-locked host memory, as ``DataLoader(pin_memory=True)`` asks
+        of a batch: a later ``.to("cuda", non_blocking=True)`` is then truly asynchronous."""
+        return self._each(lambda t: t.pin_memory())
+
+    def is_pinned(self) -> bool:
+        return self.values.is_pinned() and self.offsets.is_pinned()
+
+    def detach(self) -> "Ragged":
+        """The same sequences with ``values`` cut from the autograd graph (shared storage)."""
+        return Ragged(self.values.detach(), self.offsets)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Ragged":
+        """Sets ``values.requires_grad`` in place and returns self."""
+        self.values.requires_grad_(requires_grad)
+        return self
+
+    def _each(self, move) -> "Ragged":
+        values, offsets = move(self.values), move(self.offsets)
+        return self if values is self.values and offsets is self.offsets else Ragged(values, offsets)
+
+    def unbind(self) -> tuple:
+        """The B sequences, each a view ``values[offsets[i]:offsets[i+1]]`` of shape ``[length_i, *F]``
+        (``torch.nested``'s ``unbind``); reads the offsets on the host."""
+        offsets = self._host_offsets()
+        return torch.split(self.values, (offsets[1:] - offsets[:-1]).tolist())
+
     # ----- conversion -----------------------------------------------------------------
     def to_padded(self, total_length=None, padding_value=0.0, batch_first=True, *, backend=None) -> torch.Tensor:
         """Padded ``[B, T, *F]`` (or ``[T, B, *F]``); T defaults to the longest sequence
@@ -242,6 +313,25 @@ class Ragged(NamedTuple):
 
 # Ragged holds only tensors, so torch.load(weights_only=True), the default, may rebuild it.
 torch.serialization.add_safe_globals([Ragged])
+
+
+def _to_arguments(args, kwargs):
+    """``Tensor.to``'s arguments as (device, dtype, non_blocking, copy, memory_format).
+
+    torch's own parser (what ``nn.Module.to`` uses) takes all but ``copy``, which
+    ``Tensor.to`` accepts by keyword or as the second trailing bool (after non_blocking).
+    """
+    kwargs, args = dict(kwargs), list(args)
+    copy = kwargs.pop("copy", False)
+    flags = []
+    while args and isinstance(args[-1], bool):
+        flags.insert(0, args.pop())
+    if len(flags) > 2:
+        raise TypeError(f"to() takes at most two bools (non_blocking, copy), got {len(flags)}")
+    if len(flags) == 2:
+        copy = flags.pop()
+    device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, *flags, **kwargs)
+    return device, dtype, non_blocking, copy, memory_format or torch.preserve_format
 
 
 def _longest(offsets: torch.Tensor) -> int:

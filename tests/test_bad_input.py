@@ -254,8 +254,11 @@ def test_segment_offsets_and_dtype():
 
 # ----- Ragged construction and conversion (issue 7 §3) -----------------------------------
 def test_from_list_needs_a_list_of_tensors():
-    with pytest.raises(TypeError, match=r"sequences must be a list or tuple of tensors \[length_i, \*F\], got int"):
+    with pytest.raises(TypeError, match=r"sequences must be a list, tuple or iterable of tensors \[length_i, \*F\], "
+                                        r"or a tensor \[B, T, \*F\], got int"):
         Ragged.from_list(5)
+    with pytest.raises(ValueError, match=r"sequences, given as one tensor, must be \[B, T, \*F\].*got a 1-D tensor"):
+        Ragged.from_list(torch.randn(7))
     with pytest.raises(TypeError, match=r"sequences\[1\] must be a torch.Tensor, got int"):
         Ragged.from_list([torch.randn(2, 3), 7])
     with pytest.raises(ValueError, match=r"sequences\[1\] must be \[length, \*F\], got a 0-D tensor"):

@@ -3,9 +3,9 @@ names and return shapes, computed on the ragged layout end to end (no padding
 between layers, no sorting, zero-length sequences allowed).
 
 ``forward(input, hx=None, lengths=None)`` takes a :class:`padkern.Ragged`, a
-``PackedSequence``, a padded tensor (``lengths`` [B]; all full length when omitted) or
-one unbatched sequence ``[T, input_size]``, and returns the output in the form it was
-given plus ``h_n`` (and ``c_n``) shaped ``[num_layers * num_directions, B, H]`` (``[..., H]``
+``torch.nested`` jagged tensor ``[B, j, input_size]``, a ``PackedSequence``, a padded
+tensor (``lengths`` [B]; all full length when omitted) or one unbatched sequence
+``[T, input_size]``, and returns the output in the form it was given plus ``h_n`` (and ``c_n``) shaped ``[num_layers * num_directions, B, H]`` (``[..., H]``
 without B for unbatched input) in the caller's batch order.
 """
 import functools
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .. import ops
+from .. import _nested, ops
 from ..ops.rnn import NONLINEARITIES
 from ..ragged import Ragged
 
@@ -141,6 +141,15 @@ class _RaggedRNN(nn.Module):
             input._check()  # values a tensor with a token dimension, offsets well formed
             self._check_input_size(input.values)
             return input, ("ragged", None)
+        if isinstance(input, torch.Tensor) and input.is_nested:
+            if not _nested.is_jagged(input):
+                raise TypeError(f"a torch.nested input must have layout=torch.jagged, got {input.layout}")
+            if lengths is not None:
+                raise ValueError("lengths must be None for a torch.nested input (its offsets give the lengths)")
+            # Always [B, j, input_size], whatever batch_first says: a nested tensor's batch comes first.
+            ragged = _nested.ragged_of(input)
+            self._check_input_size(ragged.values)
+            return ragged, ("nested", input)
         if isinstance(input, PackedSequence):
             self._check_input_size(input.data)
             return Ragged.from_packed(input), ("packed", input)
@@ -162,6 +171,8 @@ class _RaggedRNN(nn.Module):
             return output.to_packed_like(detail)
         if kind == "padded":
             return output.to_padded(detail, batch_first=self.batch_first, backend=self.backend)
+        if kind == "nested":
+            return _nested.nested_like(output, detail)
         return output
 
     def _initial_states(self, hx, batch, like, count):
@@ -199,7 +210,7 @@ class _RaggedRNN(nn.Module):
         return output.squeeze(batch_dim), [final.squeeze(1) for final in finals]
 
     def _run(self, input, hx, lengths, state_count, cell):
-        if isinstance(input, torch.Tensor) and input.dim() == 2:
+        if isinstance(input, torch.Tensor) and not input.is_nested and input.dim() == 2:
             if lengths is not None:
                 raise ValueError("lengths must be None for unbatched 2-D input (one sequence of all its rows)")
             return self._run_unbatched(input, hx, state_count, cell)
