@@ -35,9 +35,9 @@ try:  # the driver registry the JIT asks for its target
 except ImportError:
     triton_driver = None
 
-from padkern.triton import linear, padding, rnn, segment  # noqa: E402
+from padkern.triton import attention, linear, padding, registration, rnn, segment  # noqa: E402
 
-LAUNCHER_MODULES = (linear, padding, rnn, segment)
+LAUNCHER_MODULES = (attention, linear, padding, rnn, segment)
 
 # (lengths, features): every size and stride the constexpr 1; sizes divisible by 16; neither.
 SHAPES = {
@@ -163,6 +163,32 @@ def rnn_cases(lengths, hidden, dtype, directions=(False,)):
             rnn.rnn_recurrence_triton(gates_x, offsets, w_hh, h0, nonlinearity, reverse)[0].sum().backward()
 
 
+def attention_cases(lengths, head_dim, dtype):
+    """Self-attention (causal and not) with two query heads per kv head, and cross-attention
+    with one head each (Hq, Hkv and the row strides the constexpr 1 where head_dim is 1)."""
+    offsets = torch.tensor([0] + lengths).cumsum(0)
+    for heads, kv_heads, causal, kv_lengths in ((2, 1, True, lengths), (2, 1, False, lengths), (1, 1, False, [2] * len(lengths))):
+        kv_offsets = torch.tensor([0] + kv_lengths).cumsum(0)
+        q = torch.randn(sum(lengths), heads, head_dim).to(dtype)
+        k, v = (torch.randn(sum(kv_lengths), kv_heads, head_dim).to(dtype) for _ in range(2))
+        out, lse = attention.ragged_attention_triton(q, k, v, offsets, kv_offsets, causal, 0.125)
+        attention.ragged_attention_backward_triton(q, q, k, v, q, lse, offsets, kv_offsets, causal, 0.125)
+
+
+def attention_autotune_cases(lengths, head_dim, dtype):
+    kernels = {attention._forward_kernel: attention.FORWARD_CONFIGS, attention._backward_dq_kernel: attention.DQ_CONFIGS,
+               attention._backward_dkv_kernel: attention.DKV_CONFIGS}
+    test_configs = {kernel: kernel.configs for kernel in kernels}
+    for kernel, options in kernels.items():
+        inner = "BLOCK_M" if kernel is attention._backward_dkv_kernel else "BLOCK_N"
+        kernel.configs = [triton.Config({inner: b}, num_warps=w, num_stages=s) for b, w, s in options]
+    try:
+        attention_cases(lengths, head_dim, dtype)
+    finally:
+        for kernel, configs in test_configs.items():
+            kernel.configs = configs
+
+
 def rnn_reverse_cases(lengths, hidden, dtype):
     rnn_cases(lengths, hidden, dtype, directions=(True,))
 
@@ -174,13 +200,17 @@ def cases():
     families = {"pad/unpad": (pad_cases, FLOATS + (torch.float16, torch.int64)),
                 "grouped_linear/ragged_outer_bmm": (grouped_linear_cases, FLOATS),
                 "segment reduce/softmax": (segment_cases, FLOATS),
-                "lstm/gru/rnn forward/backward": (rnn_cases, FLOATS)}
+                "lstm/gru/rnn forward/backward": (rnn_cases, FLOATS),
+                "ragged_attention forward/backward": (attention_cases, FLOATS + (torch.float16,))}
     for family, (function, dtypes) in families.items():
         for shape, dtype in [(shape, torch.float32) for shape in SHAPES] + [(odd, d) for d in dtypes[1:]]:
             yield f"{family} {dtype} {shape}", function, SHAPES[shape] + (dtype,)
     yield f"grouped_linear activations {odd}", activation_cases, SHAPES[odd] + (torch.float32,)
     for dtype in FLOATS:
         yield f"grouped_linear autotune configs {dtype} {odd}", autotune_cases, SHAPES[odd] + (dtype,)
+    # bfloat16 only: exact float32 tiles compile to FMA loops, ~100 s a config set.
+    yield "ragged_attention autotune configs bfloat16 head_dim=64", attention_autotune_cases, ([3, 0, 70], 64,
+                                                                                               torch.bfloat16)
     yield f"lstm/gru/rnn reverse {odd}", rnn_reverse_cases, SHAPES[odd] + (torch.float32,)
     # Past 256 hidden units a program runs 8 warps over 8-row weight tiles.
     yield "lstm/gru/rnn forward/backward B=1 hidden=300", rnn_cases, ([3], 300, torch.float32)
@@ -194,7 +224,8 @@ def main() -> int:
     if reason:
         print(f"skipped: {reason}")
         return 0
-    for module in LAUNCHER_MODULES:
+    # Launchers reach wrap_triton through registration.launchable, or import it themselves.
+    for module in LAUNCHER_MODULES + (registration,):
         module.wrap_triton = CompileOnly
     count = 0
     for arch in arches:
