@@ -23,3 +23,17 @@ try:
     TRITON_MISSING = None
 except ImportError as error:
     TRITON_MISSING = str(error)
+
+
+def require_all() -> None:
+    """Raise ImportError with each compiled extension's own load error if either is missing.
+
+    A missing extension only drops its backend's tests (tests/conftest.py parametrises over
+    the backends that load), so a GPU run whose CUDA extension fails at load (an undefined
+    symbol shows only there) would pass without a single cuda-backend case. The GPU run
+    (benchmarks/gpu_check.sh, PADKERN_REQUIRE_EXTENSIONS=1) calls this first.
+    """
+    missing = [f"{name} failed to load: {why}" for name, why in (("padkern._C", CPU_MISSING),
+                                                                 ("padkern._cuda", CUDA_MISSING)) if why]
+    if missing:
+        raise ImportError("\n".join(missing))

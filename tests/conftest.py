@@ -15,7 +15,26 @@ import pytest  # noqa: E402
 import padkern  # noqa: E402
 from padkern._backend import why_unavailable  # noqa: E402
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# The GPU run's dry run (benchmarks/gpu_check.sh --dry-run) sizes the GPU selection on a
+# machine without a GPU: PADKERN_COLLECT_AS_GPU=1 parametrises over the cuda device as if one
+# were present, for --collect-only alone (pytest_configure refuses anything else).
+COLLECT_AS_GPU = os.environ.get("PADKERN_COLLECT_AS_GPU") == "1" and not torch.cuda.is_available()
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() or COLLECT_AS_GPU else [])
+
+
+def pytest_configure(config):
+    if COLLECT_AS_GPU and not config.option.collectonly:
+        raise pytest.UsageError("PADKERN_COLLECT_AS_GPU=1 collects the GPU cases without a GPU: "
+                                "use it with --collect-only, nothing here can run them")
+    # The GPU run must fail loudly, not pass without the cases of an extension that failed
+    # to load (padkern/_extension.py: require_all).
+    if os.environ.get("PADKERN_REQUIRE_EXTENSIONS") == "1":
+        from padkern import _extension
+
+        try:
+            _extension.require_all()
+        except ImportError as error:
+            raise pytest.UsageError(f"PADKERN_REQUIRE_EXTENSIONS=1 and an extension is missing:\n{error}") from None
 
 
 def device_backends():

@@ -8,6 +8,15 @@ the worker over a pipe; the worker calls the undecorated function and sends back
 the traceback. If the worker dies on a signal or overruns ``TIMEOUT_S``, that test fails
 with the signal and the tail of the worker's stderr (faulthandler's stack trace), and the
 next test starts a fresh worker.
+
+Memory guard (a kernel that misreads offsets can ask for terabytes; the machines have no
+swap, so the OOM killer would take the whole run): without a GPU the worker's address space
+is capped (``RLIMIT_AS``), which turns such a request into an allocation error. Where CUDA
+is present that cap cannot be used: the CUDA driver reserves far more virtual address space
+than any cap that still protects the machine when it initialises, so every first CUDA call
+would fail. There the parent instead watches the worker's resident memory while it waits and
+kills it past ``MEMORY_LIMIT`` (device memory is the GPU's own and fails cleanly when short).
+``PADKERN_ISOLATED_GUARD`` (``address_space`` or ``resident``) overrides the choice.
 """
 import atexit
 import functools
@@ -20,13 +29,18 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
 IN_WORKER = os.environ.get("PADKERN_ISOLATED_WORKER") == "1"
 TIMEOUT_S = 120
-# A kernel that misreads offsets can ask for terabytes; the address-space cap turns that
-# into an allocation error instead of the OOM killer (the machine has no swap).
-ADDRESS_SPACE_LIMIT = 16 << 30
+# The most memory one test body may take: as address space without a GPU, as resident
+# memory with one (see the module docstring).
+MEMORY_LIMIT = 16 << 30
+GUARDS = ("address_space", "resident")
+# How often the parent reads the worker's resident memory under the "resident" guard: fast
+# enough that a runaway allocation (a few GB/s of page faults) overshoots by little.
+_POLL_S = 0.05
 _HEADER = struct.Struct("<Q")
 
 
@@ -52,15 +66,41 @@ def _receive_exact(read, size):
 
 
 # ----- the worker ------------------------------------------------------------------------
+def default_guard() -> str:
+    """How the worker's memory is bounded here: ``resident`` where CUDA is present (an
+    address-space cap would stop the CUDA driver initialising), else ``address_space``."""
+    chosen = os.environ.get("PADKERN_ISOLATED_GUARD")
+    if chosen:
+        if chosen not in GUARDS:
+            raise ValueError(f"PADKERN_ISOLATED_GUARD must be one of {GUARDS}, got {chosen!r}")
+        return chosen
+    import torch  # the parent's: pytest's conftest has imported it already
+
+    return "resident" if torch.cuda.is_available() else "address_space"
+
+
+def resident_bytes(pid: int):
+    """Resident memory of process ``pid`` (VmRSS), or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def serve() -> None:
     import faulthandler
     import importlib
 
     faulthandler.enable(file=sys.stderr, all_threads=False)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
-    except (ValueError, OSError):
-        pass
+    if os.environ.get("PADKERN_ISOLATED_GUARD") == "address_space":
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+        except (ValueError, OSError):
+            pass
     # Keep the protocol on a private copy of stdout; anything printed goes to stderr.
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -85,9 +125,11 @@ def serve() -> None:
 
 # ----- the parent --------------------------------------------------------------------------
 class _Worker:
-    def __init__(self):
+    def __init__(self, guard=None, memory_limit=MEMORY_LIMIT):
+        self.guard = guard or default_guard()
+        self.memory_limit = memory_limit
         tests_dir = os.path.dirname(os.path.abspath(__file__))
-        env = dict(os.environ, PADKERN_ISOLATED_WORKER="1",
+        env = dict(os.environ, PADKERN_ISOLATED_WORKER="1", PADKERN_ISOLATED_GUARD=self.guard,
                    PYTHONPATH=os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
         self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -107,15 +149,40 @@ class _Worker:
         except BrokenPipeError:
             return "died", self._death(start, "the worker had already exited")
         out = self.process.stdout
-        ready, _, _ = select.select([out], [], [], timeout)
-        if not ready:
-            self.kill()
+        if not self._wait_for_answer(out, timeout):
+            if self.overran_memory:
+                return "died", (f"its resident memory passed {self.memory_limit / 2**30:.1f} GiB (the resident guard's "
+                                f"limit); killed it.\nworker stderr:\n{self.stderr_tail(start)}")
             return "died", f"no answer within {timeout} s (hung); killed it.\nworker stderr:\n{self.stderr_tail(start)}"
         header = _receive_exact(out.read, _HEADER.size)
         body = None if header is None else _receive_exact(out.read, _HEADER.unpack(header)[0])
         if body is None:
             return "died", self._death(start, "the worker closed its pipe")
         return pickle.loads(body)
+
+    def _wait_for_answer(self, out, timeout) -> bool:
+        """True once the worker's answer is readable; False (the worker killed) if it hung,
+        or, under the resident guard, took more memory than its limit."""
+        self.overran_memory = False
+        if self.guard != "resident":
+            ready, _, _ = select.select([out], [], [], timeout)
+            if not ready:
+                self.kill()
+            return bool(ready)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([out], [], [], max(0.0, min(_POLL_S, left)))
+            if ready:
+                return True
+            resident = resident_bytes(self.process.pid)
+            if resident is not None and resident > self.memory_limit:
+                self.overran_memory = True
+                self.kill()
+                return False
+            if left <= 0:
+                self.kill()
+                return False
 
     def _death(self, start, what):
         try:
