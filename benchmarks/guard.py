@@ -1,0 +1,201 @@
+"""Performance guard: each op family's headline case timed as a same-run ratio to its floor,
+the dense work the op cannot avoid done by torch in the same process, interleaved. A ratio
+above its guard exits 1.
+
+    .venv/bin/python -m benchmarks.guard             CPU cases (under a minute), GPU cases too where
+                                                     a GPU is present
+    .venv/bin/python -m benchmarks.guard --json F    also write the ratios to F
+
+On the CPU each case runs on one thread, timed by that thread's CPU clock: other processes on
+a shared host then barely move a ratio (the wall clock under load moved the recurrences' ratios
+4x; the thread clock held them within a few percent), and an A/B between commits can be read
+on a busy machine. `--wall` times wall clock over all threads instead, as users see it.
+
+Run it before every commit that touches a kernel. A ratio above its guard is a regression
+until a same-run A/B against the previous commit says otherwise: build that commit in a
+temporary clone (`PADKERN_NO_CUDA=1 python setup.py build_ext --inplace`), then run this
+module with PYTHONPATH at each clone in turn: `bash benchmarks/ab.sh [commit]` does both.
+
+The CPU guards sit about 1.2-1.3x above the ratios measured (see CASES), so noise does not trip
+them while a regression of the size this guard exists for (1.6x on the recurrences) does. GPU
+cases print their ratios but carry no guard until a GPU run has measured them.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import padkern
+from padkern import Ragged
+from .harness import device_name, interleaved_medians
+
+ROUNDS = 7
+_cpu_clock = True  # see the module docstring; --wall turns it off
+
+
+def _batch(B, T, K, device, seed):
+    """Padded [B, T, K]; lengths uniform in 1..T (about half the tokens real), the first one full."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lengths[0] = T
+    return torch.randn(B, T, K, generator=g).to(device), lengths
+
+
+def _thread_cpu_medians(candidates):
+    for fn in candidates.values():
+        fn()
+    samples = {name: [] for name in candidates}
+    for _ in range(ROUNDS):
+        for name, fn in candidates.items():
+            begin = time.thread_time()
+            fn()
+            samples[name].append(time.thread_time() - begin)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _ratio(ours, floor, device):
+    candidates = {"padkern": ours, "floor": floor}
+    if _cpu_clock and device.type == "cpu":
+        t = _thread_cpu_medians(candidates)
+    else:
+        t = interleaved_medians(candidates, device, ROUNDS, warmup=1)
+    return t["padkern"] / t["floor"], t["padkern"] * 1e3, t["floor"] * 1e3
+
+
+def pad_round_trip(device):
+    """from_padded + to_padded vs two plain copies of the padded tensor (the bytes floor)."""
+    x, lengths = _batch(64, 256, 256, device, 2)
+    return _ratio(lambda: Ragged.from_padded(x, lengths).to_padded(total_length=256),
+                  lambda: (x.clone(), x.clone()), device)
+
+
+def masked_linear_train(device):
+    """masked_linear forward+backward on a padded batch vs F.linear forward+backward on the
+    real rows alone, already packed: the same FLOPs, nothing wasted."""
+    x, lengths = _batch(32, 256, 512, device, 1)
+    w = torch.randn(512, 512, device=device, requires_grad=True)
+    b = torch.randn(512, device=device, requires_grad=True)
+    rows = Ragged.from_padded(x, lengths).values.clone().requires_grad_()
+    x.requires_grad_()
+    return _ratio(lambda: padkern.ops.masked_linear(x, lengths, w, b).sum().backward(),
+                  lambda: F.linear(rows, w, b).sum().backward(), device)
+
+
+def ragged_linear_train(device):
+    """ragged_linear forward+backward (gelu fused) vs F.linear + gelu forward+backward on
+    the same rows."""
+    x, lengths = _batch(32, 256, 512, device, 3)
+    r = Ragged.from_padded(x, lengths)
+    values = r.values.clone().requires_grad_()
+    w = torch.randn(512, 512, device=device, requires_grad=True)
+    return _ratio(lambda: padkern.ops.ragged_linear(values, w, offsets=r.offsets, activation="gelu").sum().backward(),
+                  lambda: F.gelu(F.linear(values, w)).sum().backward(), device)
+
+
+def ragged_bmm_forward(device):
+    """ragged_bmm (a [K, N] matrix per sequence) vs one GEMM of the same FLOPs over all rows."""
+    x, lengths = _batch(64, 256, 256, device, 4)
+    r = Ragged.from_padded(x, lengths)
+    weights = torch.randn(64, 256, 256, device=device)
+    return _ratio(lambda: padkern.ops.ragged_bmm(r.values, r.offsets, weights),
+                  lambda: r.values @ weights[0], device)
+
+
+def segment_sum_softmax(device):
+    """segment_sum + segment_softmax vs a sum and a softmax over the same rows as one segment
+    (the same bytes read and written)."""
+    x, lengths = _batch(64, 256, 256, device, 5)
+    r = Ragged.from_padded(x, lengths)
+    return _ratio(lambda: (padkern.ops.segment_sum(r.values, r.offsets), padkern.ops.segment_softmax(r.values, r.offsets)),
+                  lambda: (r.values.sum(0), torch.softmax(r.values, 0)), device)
+
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def recurrence(kind, train, device):
+    """padkern.nn.<kind> (I = H = 256, B64 T256, half the tokens real) vs the GEMMs the real
+    tokens need: the input projection and the recurrent product (two [L, H] x [H, G*H]),
+    and with backward twice as many again (the gradients of input, weights and state)."""
+    x, lengths = _batch(64, 256, 256, device, 0)
+    r = Ragged.from_padded(x, lengths)
+    module = getattr(padkern.nn, kind)(256, 256, batch_first=True).to(device)
+    w = torch.randn(_GATES[kind] * 256, 256, device=device)
+    rows = r.values
+    if not train:
+        with torch.no_grad():
+            return _ratio(lambda: module(r), lambda: (rows @ w.t(), rows @ w.t()), device)
+    leaf = rows.clone().requires_grad_()
+    ragged = Ragged(leaf, r.offsets)
+    grad = torch.randn(rows.shape[0], _GATES[kind] * 256, device=device)
+    return _ratio(lambda: module(ragged)[0].values.sum().backward(),
+                  lambda: (rows @ w.t(), rows @ w.t(), grad @ w, grad @ w, grad.t() @ rows, grad.t() @ rows), device)
+
+
+# name, measure(device), CPU guard (ratio to the floor). Ratios measured on an AVX-512 host
+# (README.md, "Performance guard"): pad 0.4-1.0, masked_linear 1.02-1.07, ragged_linear+gelu
+# 1.25, ragged_bmm 1.12, segment 1.5-1.8, LSTM/GRU/RNN forward 0.93/1.10/1.12, forward+backward
+# 1.22-1.30/1.30-1.35/1.17-1.22. With the vectorisation regression of 61e0624 the forwards read
+# 1.60-1.65/1.93/1.89: each guard sits between the two.
+CASES = [
+    ("pad round trip vs 2 copies", pad_round_trip, 2.5),
+    ("masked_linear fwd+bwd vs F.linear on real rows", masked_linear_train, 1.35),
+    ("ragged_linear+gelu fwd+bwd vs F.linear+gelu", ragged_linear_train, 1.6),
+    ("ragged_bmm fwd vs one GEMM of equal FLOPs", ragged_bmm_forward, 1.5),
+    ("segment_sum+softmax vs dense sum+softmax", segment_sum_softmax, 2.5),
+    ("LSTM fwd vs 2 GEMMs", lambda d: recurrence("LSTM", False, d), 1.3),
+    ("GRU fwd vs 2 GEMMs", lambda d: recurrence("GRU", False, d), 1.45),
+    ("RNN fwd vs 2 GEMMs", lambda d: recurrence("RNN", False, d), 1.45),
+    ("LSTM fwd+bwd vs 6 GEMMs", lambda d: recurrence("LSTM", True, d), 1.55),
+    ("GRU fwd+bwd vs 6 GEMMs", lambda d: recurrence("GRU", True, d), 1.6),
+    ("RNN fwd+bwd vs 6 GEMMs", lambda d: recurrence("RNN", True, d), 1.5),
+]
+
+
+def run(device):
+    rows, failed = [], 0
+    print(f"performance guard on {device_name(device)}: torch {torch.__version__}")
+    for name, measure, cpu_guard in CASES:
+        torch.manual_seed(0)
+        ratio, ours_ms, floor_ms = measure(device)
+        guard = cpu_guard if device.type == "cpu" else None
+        verdict = "no guard" if guard is None else ("ok" if ratio <= guard else "REGRESSION?")
+        failed += verdict == "REGRESSION?"
+        print(f"  {verdict:11} {ratio:5.2f}x (guard {guard}) {name}  [padkern {ours_ms:.1f} ms, floor {floor_ms:.1f} ms]",
+              flush=True)
+        rows.append({"case": name, "device": device_name(device), "ratio": ratio, "guard": guard,
+                     "padkern_ms": ours_ms, "floor_ms": floor_ms})
+    return rows, failed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="write the ratios to this file")
+    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU cases")
+    parser.add_argument("--wall", action="store_true",
+                        help="CPU cases on all threads, by the wall clock (the guards assume the default)")
+    args = parser.parse_args(argv)
+    global _cpu_clock
+    _cpu_clock = not args.wall
+    if _cpu_clock:
+        torch.set_num_threads(1)
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available() and not args.cpu_only:
+        devices.append(torch.device("cuda"))
+    rows, failed = [], 0
+    for device in devices:
+        device_rows, device_failed = run(device)
+        rows += device_rows
+        failed += device_failed
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
