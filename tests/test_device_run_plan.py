@@ -72,6 +72,27 @@ def test_dry_run_output_is_what_the_runner_brings_back(dry_run):
     assert "test_cuda_resources.py" not in plan and "test_triton_compiles.py" not in plan
 
 
+def test_a_stage_cut_off_at_its_limit_still_brings_back_its_log(tmp_path):
+    # Not a dry run: the tests stage really runs (here, the selection's few CPU cases) and is
+    # stopped by its 12 s limit, as the device call's limit would stop it.
+    if _extension.CPU_MISSING or _extension.CUDA_MISSING:
+        pytest.skip("the run stops at the missing extension first")
+    done = run(["bash", "benchmarks/gpu_check.sh", "tests"], {"OUT": str(tmp_path), "PADKERN_GPU_BUDGET_TESTS": "12"})
+    assert done.returncode != 0
+    log = (tmp_path / "tests.log").read_text()
+    assert "!!! tests: cut off at its 12 s limit" in log and "=== tests: exit 124" in log
+    # Both the log and the outcomes were written through as the tests ended (on a slow host
+    # maybe none did): one progress mark per outcome line, give or take the one being written.
+    path = tmp_path / "tests-outcomes.tsv"
+    outcomes = path.read_text().splitlines() if path.exists() else []
+    assert all(line.split("\t")[0] in ("passed", "failed", "skipped", "error") for line in outcomes)
+    progress = [line.split("!!!")[0].strip() for line in log.splitlines()]  # the cut-off note may end one
+    marks = sum(len(re.sub(r" +\[ *\d+%\]$", "", line)) for line in progress if re.fullmatch(r"[.sFEx]+( +\[ *\d+%\])?", line))
+    assert abs(marks - len(outcomes)) <= 1, (marks, len(outcomes))
+    assert tarfile.is_tarfile(tmp_path / "results.tar.gz")
+    assert len(os.listdir(tmp_path)) <= MAX_FILES_BACK
+
+
 def test_the_selection_rules():
     assert gpu_plan.selected("tests/test_padding.py::test_pad[cuda-cuda-True-all_empty]")
     assert gpu_plan.selected("tests/test_rnn_ops.py::test_float32[cuda-triton-17-lstm]")
