@@ -11,6 +11,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 import padkern  # noqa: E402
 from padkern._backend import why_unavailable  # noqa: E402
@@ -19,6 +20,15 @@ from padkern._backend import why_unavailable  # noqa: E402
 # machine without a GPU: PADKERN_COLLECT_AS_GPU=1 parametrises over the cuda device as if one
 # were present, for --collect-only alone (pytest_configure refuses anything else).
 COLLECT_AS_GPU = os.environ.get("PADKERN_COLLECT_AS_GPU") == "1" and not torch.cuda.is_available()
+# Hypothesis: `ci` (the default, what `make test` runs) draws the same examples on every run,
+# so a submission never fails on a seed; `explore` draws fresh ones, many, and is how to look
+# for bugs locally: `pytest --hypothesis-profile=explore tests/...` (every randomized test must
+# pass there too: tolerances are error bounds, tests/error_bounds.py). A test's own
+# @settings(max_examples=...) still applies under `ci`.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, max_examples=200, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() or COLLECT_AS_GPU else [])
 
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import padkern
 from padkern import Ragged
+from error_bounds import activation_bound, assert_within, sum_bound
 from ragged_cases import EDGE_LENGTHS, nan_filled_allocations, offsets_of, random_ragged, split
 
 ACTIVATIONS = [None, "relu", "gelu", "silu"]
@@ -153,14 +154,23 @@ def test_masked_linear_gradcheck(device_backend):
                                                                          backend=backend), leaves)
 
 
+def masked_linear_bound(x, lens, w, b, activation, dtype):
+    """The rounding bound of masked_linear in `dtype` on float64 inputs: K products and a bias
+    summed per output, then the activation."""
+    magnitude = per_sequence_masked(x.abs(), lens, w.abs(), b.abs(), None)
+    preactivation = per_sequence_masked(x, lens, w, b, None)
+    return activation_bound(sum_bound(magnitude, x.shape[-1] + 1, dtype), preactivation, activation, dtype)
+
+
 @pytest.mark.parametrize("activation", ["relu", None])
-def test_float32_within_1e5(kernel_backend, activation):
+def test_float32_within_rounding_bound(kernel_backend, activation):
     device, backend = kernel_backend
     x, lens = padded_batch([30, 0, 64, 7], 48, dtype=torch.float32, device=device)
     w, b = weights(40, 48, dtype=torch.float32, device=device)
     out = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
-    expected = per_sequence_masked(x.double(), lens, w.double(), b.double(), activation)
-    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    x64, w64, b64 = x.double(), w.double(), b.double()
+    assert_within(out, per_sequence_masked(x64, lens, w64, b64, activation),
+                  masked_linear_bound(x64, lens, w64, b64, activation, torch.float32), "masked_linear float32")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision kernels run on the GPU")
@@ -193,27 +203,36 @@ def test_half_precision_within_twice_pytorch_error(dtype, backend):
 def test_fuzz(op, dtype, lengths, k, n, activation):
     from conftest import DEVICE_BACKENDS
 
-    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    generator = torch.Generator().manual_seed(len(lengths) * 1000 + k * 37 + n)
     for device, backend in DEVICE_BACKENDS:
         x, lens = padded_batch(lengths, k, dtype=dtype, device=device)
         values, offsets = random_ragged(lengths, (k,), dtype=dtype, device=device)
         w, b = weights(n, k, dtype=dtype, device=device)
-        mats = torch.randn(len(lengths), k, n, dtype=torch.float64).to(dtype).to(device)
-        other = torch.randn(values.shape[0], n, dtype=torch.float64).to(dtype).to(device)
+        mats = torch.randn(len(lengths), k, n, generator=generator, dtype=torch.float64).to(dtype).to(device)
+        other = torch.randn(values.shape[0], n, generator=generator, dtype=torch.float64).to(dtype).to(device)
+        # The truth in float64 from the inputs as the kernel saw them; each bound is the
+        # kernel's rounding in `dtype` plus the float64 truth's own.
+        x64, v64, w64, b64, m64, o64 = (t.double() for t in (x, values, w, b, mats, other))
         if op == "masked_linear":
             ours = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
-            expected = per_sequence_masked(x, lens, w, b, activation)
+            truth = per_sequence_masked(x64, lens, w64, b64, activation)
+            bound = sum(masked_linear_bound(x64, lens, w64, b64, activation, t) for t in (dtype, torch.float64))
         elif op == "ragged_linear":
             ours = padkern.ops.ragged_linear(values, w, b, offsets=offsets, activation=activation, backend=backend)
-            expected = ACT_FN[activation](F.linear(values, w, b))
+            truth = ACT_FN[activation](F.linear(v64, w64, b64))
+            magnitude = F.linear(v64.abs(), w64.abs(), b64.abs())
+            bound = sum(activation_bound(sum_bound(magnitude, k + 1, t), F.linear(v64, w64, b64), activation, t)
+                        for t in (dtype, torch.float64))
         elif op == "ragged_bmm":
             ours = padkern.ops.ragged_bmm(values, offsets, mats, backend=backend)
-            expected = per_sequence_bmm(values, offsets, mats)
+            truth = per_sequence_bmm(v64, offsets, m64)
+            bound = sum(sum_bound(per_sequence_bmm(v64.abs(), offsets, m64.abs()), k, t) for t in (dtype, torch.float64))
         else:
             ours = padkern.ops.ragged_outer_bmm(values, other, offsets, backend=backend)
-            pieces = zip(split(values, offsets), split(other, offsets))
-            expected = torch.stack([p.t() @ q for p, q in pieces])
-        torch.testing.assert_close(ours, expected, **tolerance)
+            truth = torch.stack([p.t() @ q for p, q in zip(split(v64, offsets), split(o64, offsets))])
+            magnitude = torch.stack([p.t() @ q for p, q in zip(split(v64.abs(), offsets), split(o64.abs(), offsets))])
+            bound = sum(sum_bound(magnitude, max(lengths), t) for t in (dtype, torch.float64))
+        assert_within(ours, truth, bound, f"{op} {dtype} on {backend}")
 
 
 def test_every_output_element_written(device_backend):

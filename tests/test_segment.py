@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import padkern
+from error_bounds import assert_within, gamma, sum_bound, unit_roundoff
 from ragged_cases import EDGE_LENGTHS, random_ragged, split
 
 OPS = ["segment_sum", "segment_mean", "segment_max", "segment_softmax"]
@@ -19,14 +20,39 @@ def per_sequence(op, values, offsets):
     return torch.stack([reduce(p) if p.shape[0] else values.new_zeros(values.shape[1:]) for p in pieces])
 
 
+def rounding_bound(op, values, offsets, dtype):
+    """Bound on `op`'s rounding error in `dtype` over `values` (float64, as the kernel saw them)."""
+    lengths = (offsets[1:] - offsets[:-1]).to(torch.float64)[:, None]
+    magnitude = per_sequence("segment_sum", values.abs(), offsets).reshape(lengths.shape[0], -1)
+    if op == "segment_max" or values.shape[0] == 0:
+        return torch.zeros(())  # a selection is exact; no tokens, nothing to round
+    if op == "segment_sum":
+        return sum_bound(magnitude, lengths, dtype).reshape((-1,) + values.shape[1:])
+    if op == "segment_mean":
+        return (sum_bound(magnitude, lengths + 1, dtype) / lengths.clamp(min=1)).reshape((-1,) + values.shape[1:])
+    # softmax: each exp(x - max) is off by u |x - max| <= 2 u span (relative) plus its own few u,
+    # the sum by gamma(n) relative, the division by u; doubled for online (rescaled) variants.
+    rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=values.device), lengths.long().flatten())
+    span = per_sequence("segment_max", values.abs(), offsets).reshape(lengths.shape[0], -1)[rows]
+    relative = gamma(lengths[rows] + 8, dtype) + 4 * unit_roundoff(dtype) * span
+    return (2 * relative * per_sequence(op, values, offsets).reshape(rows.shape[0], -1)).reshape(values.shape)
+
+
+def assert_matches_truth(op, out, values, offsets):
+    """`out` (computed in values' dtype) against the float64 truth of the same inputs, within
+    the kernel's rounding bound plus the float64 truth's own."""
+    exact = values.double()
+    bound = rounding_bound(op, exact, offsets, values.dtype) + rounding_bound(op, exact, offsets, torch.float64)
+    assert_within(out, per_sequence(op, exact, offsets), bound, f"{op} {values.dtype}")
+
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("case", ["mixed_unsorted", "all_empty", "first_empty", "every_fifth_empty", "one_long",
                                   "not_tile_multiples"])
 def test_matches_per_sequence(device_backend, op, case):
     device, backend = device_backend
     values, offsets = random_ragged(EDGE_LENGTHS[case], (5, 3), dtype=torch.float64, device=device)
-    out = getattr(padkern.ops, op)(values, offsets, backend=backend)
-    torch.testing.assert_close(out, per_sequence(op, values, offsets), rtol=1e-10, atol=1e-12)
+    assert_matches_truth(op, getattr(padkern.ops, op)(values, offsets, backend=backend), values, offsets)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -40,9 +66,8 @@ def test_gradcheck(device_backend, op):
 @pytest.mark.parametrize("op", OPS)
 def test_float32(kernel_backend, op):
     device, backend = kernel_backend
-    values, offsets = random_ragged([40, 0, 7], (33,), dtype=torch.float64, device=device)
-    out = getattr(padkern.ops, op)(values.float(), offsets, backend=backend)
-    torch.testing.assert_close(out.double(), per_sequence(op, values, offsets), rtol=1e-5, atol=1e-6)
+    values, offsets = random_ragged([40, 0, 7], (33,), dtype=torch.float32, device=device)
+    assert_matches_truth(op, getattr(padkern.ops, op)(values, offsets, backend=backend), values, offsets)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -52,11 +77,9 @@ def test_float32(kernel_backend, op):
 def test_fuzz(op, dtype, lengths, features):
     from conftest import DEVICE_BACKENDS
 
-    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     for device, backend in DEVICE_BACKENDS:
         values, offsets = random_ragged(lengths, (features,), dtype=dtype, device=device)
-        torch.testing.assert_close(getattr(padkern.ops, op)(values, offsets, backend=backend),
-                                   per_sequence(op, values, offsets), **tolerance)
+        assert_matches_truth(op, getattr(padkern.ops, op)(values, offsets, backend=backend), values, offsets)
 
 
 @pytest.mark.parametrize("op", ["segment_mean", "segment_softmax"])
