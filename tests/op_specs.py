@@ -82,6 +82,24 @@ def _build_outer(lengths, generator):
             "offsets": torch.tensor(offsets_list(lengths))}
 
 
+ATTENTION_HEADS, ATTENTION_KV_HEADS, HEAD_DIM = 4, 2, 5  # grouped-query: two query heads per key head
+
+
+def _build_attention(lengths, generator):
+    total = sum(lengths)
+    return {"q": _rand(generator, total, ATTENTION_HEADS, HEAD_DIM),
+            "k": _rand(generator, total, ATTENTION_KV_HEADS, HEAD_DIM),
+            "v": _rand(generator, total, ATTENTION_KV_HEADS, HEAD_DIM), "offsets": torch.tensor(offsets_list(lengths))}
+
+
+def _call_attention(a, backend):
+    if backend == "triton" and padkern.ops.attention._TRITON is None:
+        import pytest
+
+        pytest.skip("padkern's Triton attention kernels are not in this build")
+    return padkern.ops.ragged_attention(a["q"], a["k"], a["v"], a["offsets"], causal=True, backend=backend)
+
+
 def _build_rnn(cell):
     gates = GATE_COUNT[cell] * H
 
@@ -164,6 +182,7 @@ OPS = {
         ("x", "weight", "bias"), int_arg="lengths"),
     "ragged_bmm": OpSpec(_build_bmm, lambda a, backend: padkern.ops.ragged_bmm(
         a["values"], a["offsets"], a["weights"], backend=backend), ("values", "weights")),
+    "ragged_attention": OpSpec(_build_attention, _call_attention, ("q", "k", "v")),
     "ragged_outer_bmm": OpSpec(_build_outer, lambda a, backend: padkern.ops.ragged_outer_bmm(
         a["x"], a["y"], a["offsets"], backend=backend), ("x", "y")),
     "lstm": OpSpec(_build_rnn("lstm"), _call_rnn("lstm", False),

@@ -4,6 +4,8 @@ Inside ``torch.autocast(device_type, dtype)``:
 
 - matmuls (``grouped_linear`` behind masked/ragged linear and ragged_bmm,
   ``ragged_outer_bmm``) run in the autocast dtype, as ``F.linear`` does;
+- ``ragged_attention`` runs in the autocast dtype, as ``F.scaled_dot_product_attention`` does
+  (its log-sum-exp stays float32);
 - the LSTM and GRU recurrences run in the autocast dtype on a GPU, as cuDNN's ``nn.LSTM``/``nn.GRU``
   do, and in float32 on the CPU, as torch.nn's packed-sequence path does there; the plain RNN
   runs in the autocast dtype on both, as ``nn.RNN`` does (on the CPU its steps are autocast
@@ -74,6 +76,7 @@ def register_all(triton_available: bool) -> None:
     policies = {
         "grouped_linear": _lower_precision,
         "ragged_outer_bmm": _lower_precision,
+        "ragged_attention": _lower_precision,
         "lstm_recurrence": _recurrence,
         "gru_recurrence": _recurrence,
         "rnn_recurrence": _lower_precision,

@@ -1,0 +1,294 @@
+"""ragged_attention: the reference against per-sequence F.scaled_dot_product_attention, every
+backend against the reference (forward and backward), fuzzing, bad input, opcheck, compile,
+autocast. Edge values and layouts: tests/test_agreement.py, tests/test_layouts.py."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import padkern
+from padkern.ops import attention as attention_ops
+from padkern.reference.attention import ragged_attention as reference
+from ragged_cases import EDGE_LENGTHS, nan_filled_allocations, offsets_of
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+
+
+def skip_missing(backend):
+    if backend == "triton" and attention_ops._TRITON is None:
+        pytest.skip("padkern's Triton attention kernels are not in this build")
+
+
+def make(lengths, heads=4, kv_heads=2, dim=8, kv_lengths=None, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kv = lengths if kv_lengths is None else kv_lengths
+    q = torch.randn(sum(lengths), heads, dim, generator=g, dtype=torch.float64)
+    k = torch.randn(sum(kv), kv_heads, dim, generator=g, dtype=torch.float64)
+    v = torch.randn(sum(kv), kv_heads, dim, generator=g, dtype=torch.float64)
+    cast = lambda t: t.to(dtype).to(device)  # noqa: E731
+    return cast(q), cast(k), cast(v), offsets_of(lengths, device), offsets_of(kv, device)
+
+
+def per_sequence_sdpa(q, k, v, offsets, kv_offsets, causal, scale=None):
+    """Each sequence alone through F.scaled_dot_product_attention ([H, n, D] layout), with
+    zeros for a query that has no key."""
+    out = torch.zeros_like(q)
+    bounds, kv_bounds = offsets.tolist(), kv_offsets.tolist()
+    for b in range(len(bounds) - 1):
+        qs, ks = slice(bounds[b], bounds[b + 1]), slice(kv_bounds[b], kv_bounds[b + 1])
+        if qs.stop == qs.start or ks.stop == ks.start:
+            continue
+        out[qs] = F.scaled_dot_product_attention(q[qs].transpose(0, 1), k[ks].transpose(0, 1), v[ks].transpose(0, 1),
+                                                 is_causal=causal, scale=scale, enable_gqa=True).transpose(0, 1)
+    return out
+
+
+def forward_backward(q, k, v, offsets, kv_offsets, causal, backend, scale=None, seed=7):
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = padkern.ops.ragged_attention(*leaves, offsets, kv_offsets=kv_offsets, causal=causal, scale=scale,
+                                       backend=backend)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(out)
+    return [out.detach()] + list(torch.autograd.grad(out, leaves, grad))
+
+
+# ----- the reference is the specification ---------------------------------------------------
+REFERENCE_CASES = {
+    "self": dict(lengths=[5, 0, 9, 1], heads=2, kv_heads=2, dim=8, causal=False),
+    "causal": dict(lengths=[5, 0, 9, 1], heads=2, kv_heads=2, dim=8, causal=True),
+    "grouped_query": dict(lengths=[6, 3, 0], heads=6, kv_heads=2, dim=16, causal=True),
+    "cross": dict(lengths=[4, 2, 7], kv_lengths=[9, 1, 3], heads=4, kv_heads=1, dim=8, causal=False),
+    "head_dim_128": dict(lengths=[33, 17], heads=2, kv_heads=1, dim=128, causal=True),
+    "long": dict(lengths=[700, 3, 300], heads=1, kv_heads=1, dim=16, causal=True),
+}
+
+
+@pytest.mark.parametrize("case", list(REFERENCE_CASES))
+def test_reference_matches_sdpa(case):
+    c = dict(REFERENCE_CASES[case])
+    causal = c.pop("causal")
+    q, k, v, offsets, kv_offsets = make(c.pop("lengths"), **c)
+    out, lse = reference(q, k, v, offsets, kv_offsets, causal, 0.5)
+    torch.testing.assert_close(out, per_sequence_sdpa(q, k, v, offsets, kv_offsets, causal, 0.5), **F64)
+    assert lse.dtype == torch.float32 and lse.shape == q.shape[:2]
+
+
+def test_reference_no_keys_gives_zero_and_zero_gradients():
+    q, k, v, offsets, kv_offsets = make([3, 2, 4], kv_lengths=[0, 5, 0])
+    got = forward_backward(q, k, v, offsets, kv_offsets, False, "reference")
+    assert got[0][:3].eq(0).all() and got[0][5:].eq(0).all() and got[1][:3].eq(0).all()
+    assert all(torch.isfinite(t).all() for t in got)
+
+
+# ----- every backend against the reference ----------------------------------------------------
+BACKEND_CASES = {
+    "mixed_unsorted": dict(lengths=EDGE_LENGTHS["mixed_unsorted"], causal=False),
+    "causal_not_tile_multiples": dict(lengths=[15, 113, 0, 127], causal=True, heads=2, kv_heads=1),
+    "every_fifth_empty_causal": dict(lengths=EDGE_LENGTHS["every_fifth_empty"], causal=True),
+    "all_empty": dict(lengths=[0, 0, 0], causal=False),
+    "one_long": dict(lengths=[2, 1, 300, 3], causal=True, heads=1, kv_heads=1, dim=17),
+    "cross_empty_keys": dict(lengths=[4, 0, 7, 3], kv_lengths=[9, 2, 0, 260], causal=False, heads=3, kv_heads=1),
+    "head_dim_128": dict(lengths=[20, 9], causal=True, heads=2, kv_heads=2, dim=128),
+}
+
+
+@pytest.mark.parametrize("case", list(BACKEND_CASES))
+def test_backend_matches_reference_float64(device_backend, case):
+    device, backend = device_backend
+    skip_missing(backend)
+    c = dict(BACKEND_CASES[case])
+    causal, lengths = c.pop("causal"), c.pop("lengths")
+    q, k, v, offsets, kv_offsets = make(lengths, device=device, **c)
+    kv = None if "kv_lengths" not in c else kv_offsets
+    got = forward_backward(q, k, v, offsets, kv, causal, backend)
+    want = forward_backward(q, k, v, offsets, kv, causal, "reference")
+    for name, g, w in zip(("out", "grad q", "grad k", "grad v"), got, want):
+        torch.testing.assert_close(g, w, **F64, msg=lambda m, name=name: f"{case} on {backend}, {name}: {m}")
+    if backend != "reference":
+        scale = c.get("dim", 8) ** -0.5
+        op = (attention_ops._TRITON if backend == "triton" else attention_ops._NATIVE)[0]
+        torch.testing.assert_close(op(q, k, v, offsets, kv_offsets, causal, scale)[1],
+                                   reference(q, k, v, offsets, kv_offsets, causal, scale)[1], rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_low_precision_within_twice_torchs_error(kernel_backend, dtype, causal):
+    """Error against a float64 truth at most 2x that of the same computation done by PyTorch
+    in `dtype` (the reference run in `dtype`), plus one rounding of the largest result."""
+    device, backend = kernel_backend
+    skip_missing(backend)
+    if backend == "triton" and dtype == torch.bfloat16 and device == "cpu":
+        pytest.skip("the Triton interpreter computes bfloat16 dots wrongly (README)")
+    q, k, v, offsets, _ = make([37, 0, 80, 5], heads=4, kv_heads=2, dim=32, device=device)
+    truth = forward_backward(q, k, v, offsets, None, causal, "reference")
+    low = [t.to(dtype) for t in (q, k, v)]
+    torch_low = forward_backward(*low, offsets, None, causal, "reference")
+    got = forward_backward(*low, offsets, None, causal, backend)
+    eps = torch.finfo(dtype).eps
+    for name, g, t, w in zip(("out", "grad q", "grad k", "grad v"), got, torch_low, truth):
+        assert g.dtype == dtype
+        error, torch_error = (g.double() - w).abs().max(), (t.double() - w).abs().max()
+        bound = 2 * torch_error + eps * w.abs().max()
+        assert error <= bound, f"{name} {dtype} causal={causal} on {backend}: error {error:.3g} > {bound:.3g}"
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradcheck(device_backend, causal):
+    device, backend = device_backend
+    skip_missing(backend)
+    q, k, v, offsets, _ = make([3, 0, 4, 1], heads=2, kv_heads=1, dim=3, device=device)
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+    torch.autograd.gradcheck(lambda *t: padkern.ops.ragged_attention(*t, offsets, causal=causal, backend=backend),
+                             leaves)
+
+
+def test_no_keys_gives_zero_and_zero_gradients(device_backend):
+    device, backend = device_backend
+    skip_missing(backend)
+    q, k, v, offsets, kv_offsets = make([3, 2, 4, 0], kv_lengths=[0, 5, 0, 2], device=device)
+    out, grad_q, grad_k, grad_v = forward_backward(q, k, v, offsets, kv_offsets, False, backend)
+    assert out[:3].eq(0).all() and out[5:].eq(0).all()
+    assert grad_q[:3].eq(0).all() and grad_q[5:].eq(0).all() and grad_k[5:].eq(0).all() and grad_v[5:].eq(0).all()
+    assert all(torch.isfinite(t).all() for t in (out, grad_q, grad_k, grad_v))
+
+
+def test_every_output_written(kernel_backend):
+    device, backend = kernel_backend
+    skip_missing(backend)
+    q, k, v, offsets, kv_offsets = make([5, 0, 70, 3], kv_lengths=[2, 4, 0, 9], device=device)
+    with nan_filled_allocations():
+        got = forward_backward(q, k, v, offsets, kv_offsets, False, backend)
+    assert all(torch.isfinite(t).all() for t in got)
+
+
+def test_double_backward_raises(kernel_backend):
+    device, backend = kernel_backend
+    skip_missing(backend)
+    q, k, v, offsets, _ = make([3, 2], device=device)
+    q.requires_grad_()
+    out = padkern.ops.ragged_attention(q, k, v, offsets, backend=backend)
+    (grad,) = torch.autograd.grad(out.sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        grad.sum().backward()
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5), kv_heads=st.integers(1, 2),
+       group=st.integers(1, 3), dim=st.integers(1, 9), mode=st.sampled_from(["self", "causal", "cross"]),
+       seed=st.integers(0, 2 ** 16))
+def test_fuzz(lengths, kv_heads, group, dim, mode, seed):
+    from conftest import DEVICE_BACKENDS
+
+    kv_lengths = [(n * 7 + seed) % 23 for n in lengths] if mode == "cross" else None
+    for device, backend in DEVICE_BACKENDS:
+        if backend == "triton" and attention_ops._TRITON is None:
+            continue
+        q, k, v, offsets, kv_offsets = make(lengths, kv_heads * group, kv_heads, dim, kv_lengths, device=device,
+                                            seed=seed)
+        kv = kv_offsets if mode == "cross" else None
+        got = forward_backward(q, k, v, offsets, kv, mode == "causal", backend)
+        want = forward_backward(q, k, v, offsets, kv, mode == "causal", "reference")
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, **F64)
+
+
+# ----- bad input --------------------------------------------------------------------------------
+def _bad(**change):
+    q, k, v, offsets, _ = make([3, 4])
+    args = dict(q=q, k=k, v=v, offsets=offsets)
+    kwargs = {key: change.pop(key) for key in ("kv_offsets", "causal", "scale") if key in change}
+    args.update(change)
+    return lambda: padkern.ops.ragged_attention(args["q"], args["k"], args["v"], args["offsets"], **kwargs)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(q=torch.zeros(7, 8)), ValueError, "q must be 3-D"),
+    (dict(k=torch.zeros(7, 2, 7, dtype=torch.float64)), ValueError, "k and v must have the same shape"),
+    (dict(k=torch.zeros(7, 3, 8, dtype=torch.float64), v=torch.zeros(7, 3, 8, dtype=torch.float64)), ValueError,
+     r"q's heads \(4\) must be a multiple of k's and v's heads \(3\)"),
+    (dict(k=torch.zeros(7, 2, 7, dtype=torch.float64), v=torch.zeros(7, 2, 7, dtype=torch.float64)), ValueError,
+     "must have q's head_dim 8"),
+    (dict(v=torch.zeros(7, 2, 8, dtype=torch.float32)), TypeError, "v must have q's dtype"),
+    (dict(q=torch.zeros(7, 4, 8, dtype=torch.int64)), TypeError, "q must be floating point"),
+    (dict(k=torch.zeros(8, 2, 8, dtype=torch.float64), v=torch.zeros(8, 2, 8, dtype=torch.float64)), ValueError,
+     "self-attention .* needs k and v with q's 7 tokens"),
+    (dict(kv_offsets=torch.tensor([0, 7]), causal=True), ValueError, "causal=True needs self-attention"),
+    (dict(kv_offsets=torch.tensor([0, 3, 5, 7])), ValueError, "kv_offsets must have offsets' B\\+1 = 3 entries"),
+    (dict(kv_offsets=torch.tensor([0, 3, 6])), ValueError, r"kv_offsets\[-1\] must equal"),
+    (dict(offsets=torch.tensor([0, 5, 3])), ValueError, "offsets must be non-decreasing"),
+    (dict(offsets=torch.tensor([0, 3.0, 7])), TypeError, "offsets must be int64 or int32"),
+])
+def test_bad_input(change, error, message):
+    with pytest.raises(error, match=message):
+        _bad(**change)()
+
+
+def test_native_op_checks_layout():
+    q, k, v, offsets, _ = make([3, 4])
+    with pytest.raises(RuntimeError, match="row-major"):
+        torch.ops.padkern.ragged_attention(q.transpose(0, 1).contiguous().transpose(0, 1), k, v, offsets, offsets,
+                                           False, 1.0)
+    with pytest.raises(RuntimeError, match=r"offsets\[-1\] must equal"):
+        torch.ops.padkern.ragged_attention(q, k, v, offsets, torch.tensor([0, 3, 9]), False, 1.0)
+
+
+# ----- registration -----------------------------------------------------------------------------
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(kernel_backend, requires_grad):
+    device, backend = kernel_backend
+    skip_missing(backend)
+    ops = attention_ops._TRITON if backend == "triton" else attention_ops._NATIVE
+    q, k, v, offsets, kv_offsets = make([3, 0, 5], kv_lengths=[2, 4, 0], device=device)
+    for t in (q, k, v):
+        t.requires_grad_(requires_grad)
+    torch.library.opcheck(ops[0], (q, k, v, offsets, kv_offsets, False, 0.5))
+    out, lse = ops[0](q, k, v, offsets, kv_offsets, False, 0.5)
+    torch.library.opcheck(ops[1], (torch.ones_like(out).detach(), q.detach(), k.detach(), v.detach(), out.detach(),
+                                   lse, offsets, kv_offsets, False, 0.5))
+
+
+def test_compile_fullgraph():
+    q, k, v, offsets, _ = make([3, 0, 5], dtype=torch.float32)
+    q.requires_grad_()
+    fn = torch.compile(lambda q, k, v, o: padkern.ops.ragged_attention(q, k, v, o, causal=True), fullgraph=True)
+    out = fn(q, k, v, offsets)
+    (grad,) = torch.autograd.grad(out.sum(), q)
+    eager = padkern.ops.ragged_attention(q, k, v, offsets, causal=True)
+    torch.testing.assert_close(out, eager)
+    torch.testing.assert_close(grad, torch.autograd.grad(eager.sum(), q)[0])
+
+
+def test_autocast_runs_in_lower_precision(kernel_backend):
+    """As F.scaled_dot_product_attention under autocast: computed in the autocast dtype."""
+    device, backend = kernel_backend
+    skip_missing(backend)
+    # The Triton interpreter computes bfloat16 dots wrongly (README): float16 there.
+    low = torch.float16 if (backend, device) == ("triton", "cpu") else torch.bfloat16
+    q, k, v, offsets, _ = make([4, 6], dtype=torch.float32, device=device)
+    with torch.autocast(device, dtype=low):
+        out = padkern.ops.ragged_attention(q, k.to(low), v, offsets, backend=backend)
+    want = padkern.ops.ragged_attention(*(t.to(low) for t in (q, k, v)), offsets, backend="reference")
+    assert out.dtype == low
+    torch.testing.assert_close(out.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_cpu_without_blas_matches_reference():
+    """The CPU kernel's loop GEMMs (a torch without a BLAS; PADKERN_CPU_BLAS=0 forces them)."""
+    code = ("import torch, padkern;"
+            "from test_attention import make, forward_backward;"
+            "q, k, v, o, ko = make([5, 0, 70, 3], kv_lengths=[2, 4, 0, 300]);"
+            "got = forward_backward(q, k, v, o, ko, False, 'cpu');"
+            "want = forward_backward(q, k, v, o, ko, False, 'reference');"
+            "[torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12) for g, w in zip(got, want)];"
+            "q, k, v, o, _ = make([40, 9]);"
+            "got = forward_backward(q, k, v, o, None, True, 'cpu');"
+            "want = forward_backward(q, k, v, o, None, True, 'reference');"
+            "[torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12) for g, w in zip(got, want)]")
+    env = dict(os.environ, PADKERN_CPU_BLAS="0", PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
