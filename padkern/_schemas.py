@@ -86,3 +86,19 @@ _lib.define(
     "ragged_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
     "Tensor offsets, Tensor kv_offsets, bool causal, float scale) -> (Tensor, Tensor, Tensor)"
 )
+
+# 1-D convolution of each sequence on its own, zero-padded at its own edges. values
+# [L, C_in]; weight [C_out, C_in / groups, k] (torch.nn.Conv1d's); bias [C_out] or None.
+# Output token t of a sequence reads that sequence's tokens t - left_pad + j * dilation,
+# j < k, and zeros where those fall outside it (right padding dilation * (k - 1) - left_pad).
+# Returns [L, C_out] under the same offsets.
+_lib.define(
+    "ragged_conv1d(Tensor values, Tensor offsets, Tensor weight, Tensor? bias, int left_pad, int dilation, "
+    "int groups) -> Tensor"
+)
+# -> grad_values [L, C_in], grad_weight [C_out, C_in / groups, k], grad_bias [C_out]; an
+# output whose output_mask entry is false is not computed and comes back as an empty [0].
+_lib.define(
+    "ragged_conv1d_backward(Tensor grad_output, Tensor values, Tensor offsets, Tensor weight, int left_pad, "
+    "int dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)"
+)

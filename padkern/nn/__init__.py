@@ -1,4 +1,5 @@
 """Drop-in replacements for torch.nn modules that compute on real tokens only."""
+from .conv import Conv1d
 from .rnn import GRU, LSTM, RNN
 
-__all__ = ["GRU", "LSTM", "RNN"]
+__all__ = ["Conv1d", "GRU", "LSTM", "RNN"]

@@ -3,7 +3,8 @@
 Inside ``torch.autocast(device_type, dtype)``:
 
 - matmuls (``grouped_linear`` behind masked/ragged linear and ragged_bmm,
-  ``ragged_outer_bmm``) run in the autocast dtype, as ``F.linear`` does;
+  ``ragged_outer_bmm``) run in the autocast dtype, as ``F.linear`` does, and
+  ``ragged_conv1d`` as ``F.conv1d`` does;
 - ``ragged_attention`` runs in the autocast dtype, as ``F.scaled_dot_product_attention`` does
   (its log-sum-exp stays float32);
 - the LSTM and GRU recurrences run in the autocast dtype on a GPU, as cuDNN's ``nn.LSTM``/``nn.GRU``
@@ -76,6 +77,7 @@ def register_all(triton_available: bool) -> None:
     policies = {
         "grouped_linear": _lower_precision,
         "ragged_outer_bmm": _lower_precision,
+        "ragged_conv1d": _lower_precision,
         "ragged_attention": _lower_precision,
         "lstm_recurrence": _recurrence,
         "gru_recurrence": _recurrence,

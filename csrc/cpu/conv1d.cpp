@@ -1,0 +1,192 @@
+// CPU kernels of padkern::ragged_conv1d and its backward (the plan, shared with CUDA, is
+// padkern/conv1d_plan.h). Every kernel is parallel over token ranges; a range finds the
+// sequence of its first token by binary search and then walks the offsets, so each token
+// knows its own sequence's rows and reads nothing outside them. Channels are the inner,
+// unit-stride loop, which the compiler vectorises.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "padkern/conv1d_layout.h"
+#include "padkern/conv1d_plan.h"
+#include "padkern/tensor_checks.h"
+
+namespace padkern {
+namespace cpu {
+namespace {
+
+// About this many multiply-adds per parallel task: below it a task costs more to start
+// than it computes.
+constexpr int64_t kTaskWork = 1 << 15;
+
+int64_t token_grain(int64_t work_per_token) { return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_token)); }
+
+// Calls visit(t, span) for t in [begin, end) with span the rows of t's sequence.
+template <typename Visit>
+void walk_tokens(const int64_t* offsets, int64_t batch, int64_t rows, int64_t begin, int64_t end, Visit visit) {
+  int64_t b = sequence_of_token(offsets, batch, begin);
+  SequenceSpan span = sequence_span(offsets, b, rows);
+  for (int64_t t = begin; t < end; ++t) {
+    while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
+    visit(t, span);
+  }
+}
+
+template <typename scalar_t>
+void depthwise_kernel(const scalar_t* x, const int64_t* offsets, int64_t batch, int64_t rows, int64_t channels,
+                      const at::opmath_type<scalar_t>* taps_weight, const scalar_t* bias, ConvTaps taps, scalar_t* out) {
+  using A = at::opmath_type<scalar_t>;
+  at::parallel_for(0, rows, token_grain(channels * taps.count), [&](int64_t begin, int64_t end) {
+    std::vector<A> acc(channels);
+    A* __restrict__ a = acc.data();
+    walk_tokens(offsets, batch, rows, begin, end, [&](int64_t t, const SequenceSpan& span) {
+      for (int64_t c = 0; c < channels; ++c) a[c] = bias == nullptr ? A(0) : static_cast<A>(bias[c]);
+      for (int64_t j = 0; j < taps.count; ++j) {
+        const int64_t source = tap_source(t, tap_shift(taps, j), span);
+        if (source < 0) continue;
+        const scalar_t* __restrict__ row = x + source * channels;
+        const A* __restrict__ w = taps_weight + j * channels;
+        for (int64_t c = 0; c < channels; ++c) a[c] += w[c] * static_cast<A>(row[c]);
+      }
+      scalar_t* __restrict__ out_row = out + t * channels;
+      for (int64_t c = 0; c < channels; ++c) out_row[c] = static_cast<scalar_t>(a[c]);
+    });
+  });
+}
+
+// Fixed token chunks (not at::parallel_for's per-thread ranges), each summed into its own
+// partial: the result does not depend on the thread count.
+constexpr int64_t kMaxWeightGradChunks = 64;
+
+template <typename scalar_t>
+void depthwise_weight_grad_kernel(const scalar_t* grad, const scalar_t* x, const int64_t* offsets, int64_t batch,
+                                  int64_t rows, int64_t channels, ConvTaps taps, at::opmath_type<scalar_t>* partials,
+                                  int64_t chunks) {
+  using A = at::opmath_type<scalar_t>;
+  const int64_t chunk_rows = (rows + chunks - 1) / chunks;
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      A* __restrict__ part = partials + chunk * taps.count * channels;
+      std::fill(part, part + taps.count * channels, A(0));
+      const int64_t begin = std::min(rows, chunk * chunk_rows), end = std::min(rows, begin + chunk_rows);
+      if (begin >= end) continue;
+      walk_tokens(offsets, batch, rows, begin, end, [&](int64_t t, const SequenceSpan& span) {
+        const scalar_t* __restrict__ g = grad + t * channels;
+        for (int64_t j = 0; j < taps.count; ++j) {
+          const int64_t source = tap_source(t, tap_shift(taps, j), span);
+          if (source < 0) continue;
+          const scalar_t* __restrict__ row = x + source * channels;
+          A* __restrict__ p = part + j * channels;
+          for (int64_t c = 0; c < channels; ++c) p[c] += static_cast<A>(g[c]) * static_cast<A>(row[c]);
+        }
+      });
+    }
+  });
+}
+
+template <typename scalar_t>
+void gather_taps_kernel(const scalar_t* y, const int64_t* offsets, int64_t batch, int64_t rows, int64_t groups,
+                        int64_t per_group, ConvTaps taps, const scalar_t* bias, scalar_t* out) {
+  using A = at::opmath_type<scalar_t>;
+  const int64_t width = groups * per_group, y_row = taps.count * per_group;
+  at::parallel_for(0, rows, token_grain(width * taps.count), [&](int64_t begin, int64_t end) {
+    std::vector<A> acc(width);
+    A* __restrict__ a = acc.data();
+    walk_tokens(offsets, batch, rows, begin, end, [&](int64_t t, const SequenceSpan& span) {
+      for (int64_t n = 0; n < width; ++n) a[n] = bias == nullptr ? A(0) : static_cast<A>(bias[n]);
+      for (int64_t j = 0; j < taps.count; ++j) {
+        const int64_t source = tap_source(t, tap_shift(taps, j), span);
+        if (source < 0) continue;
+        for (int64_t g = 0; g < groups; ++g) {
+          const scalar_t* __restrict__ tap = y + (g * rows + source) * y_row + j * per_group;
+          A* __restrict__ ag = a + g * per_group;
+          for (int64_t n = 0; n < per_group; ++n) ag[n] += static_cast<A>(tap[n]);
+        }
+      }
+      scalar_t* __restrict__ out_row = out + t * width;
+      for (int64_t n = 0; n < width; ++n) out_row[n] = static_cast<scalar_t>(a[n]);
+    });
+  });
+}
+
+struct CpuKernels {
+  static void check_offsets(const at::Tensor& offsets, int64_t rows) { check_offsets_contents(offsets, rows); }
+
+  static void depthwise(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& taps_weight,
+                        const c10::optional<at::Tensor>& bias, ConvTaps taps, at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padkern_conv1d_depthwise_cpu", [&] {
+      depthwise_kernel<scalar_t>(x.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), offsets.size(0) - 1, x.size(0),
+                                 x.size(1), taps_weight.data_ptr<at::opmath_type<scalar_t>>(),
+                                 bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr, taps, out.data_ptr<scalar_t>());
+    });
+  }
+
+  static at::Tensor depthwise_weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& offsets,
+                                          ConvTaps taps) {
+    const int64_t rows = x.size(0), channels = x.size(1);
+    const int64_t chunks = std::min(kMaxWeightGradChunks, (rows + token_grain(channels * taps.count) - 1) /
+                                                              token_grain(channels * taps.count));
+    at::Tensor partials = at::empty({chunks, taps.count, channels}, x.options().dtype(at::toOpMathType(x.scalar_type())));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padkern_conv1d_depthwise_wgrad_cpu", [&] {
+      depthwise_weight_grad_kernel<scalar_t>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                                             offsets.data_ptr<int64_t>(), offsets.size(0) - 1, rows, channels, taps,
+                                             partials.data_ptr<at::opmath_type<scalar_t>>(), chunks);
+    });
+    return partials.sum(0);
+  }
+
+  static void gather_taps(const at::Tensor& y, const at::Tensor& offsets, ConvTaps taps,
+                          const c10::optional<at::Tensor>& bias, at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "padkern_conv1d_gather_cpu", [&] {
+      gather_taps_kernel<scalar_t>(y.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), offsets.size(0) - 1, y.size(1),
+                                   y.size(0), y.size(2) / taps.count, taps,
+                                   bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>());
+    });
+  }
+
+  static at::Tensor shifted_rows(const at::Tensor& x, const at::Tensor& offsets, int64_t shift) {
+    at::Tensor out = at::empty_like(x);
+    const int64_t rows = x.size(0), batch = offsets.size(0) - 1, row_bytes = x.size(1) * x.element_size();
+    const char* source_base = static_cast<const char*>(x.data_ptr());
+    char* out_base = static_cast<char*>(out.data_ptr());
+    const int64_t* o = offsets.data_ptr<int64_t>();
+    at::parallel_for(0, rows, token_grain(x.size(1)), [&](int64_t begin, int64_t end) {
+      walk_tokens(o, batch, rows, begin, end, [&](int64_t t, const SequenceSpan& span) {
+        const int64_t source = tap_source(t, shift, span);
+        if (source < 0) {
+          std::memset(out_base + t * row_bytes, 0, row_bytes);
+        } else {
+          std::memcpy(out_base + t * row_bytes, source_base + source * row_bytes, row_bytes);
+        }
+      });
+    });
+    return out;
+  }
+};
+
+at::Tensor ragged_conv1d_cpu(const at::Tensor& values, const at::Tensor& offsets, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias, int64_t left_pad, int64_t dilation, int64_t groups) {
+  return conv1d_forward<CpuKernels>(values, offsets, weight, bias, left_pad, dilation, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ragged_conv1d_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& values, const at::Tensor& offsets, const at::Tensor& weight,
+    int64_t left_pad, int64_t dilation, int64_t groups, std::array<bool, 3> output_mask) {
+  return conv1d_backward<CpuKernels>(grad_output, values, offsets, weight, left_pad, dilation, groups, output_mask);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(padkern, CPU, m) {
+  m.impl("ragged_conv1d", &ragged_conv1d_cpu);
+  m.impl("ragged_conv1d_backward", &ragged_conv1d_backward_cpu);
+}
+
+}  // namespace cpu
+}  // namespace padkern
