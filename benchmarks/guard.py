@@ -33,7 +33,7 @@ import padkern
 from padkern import Ragged
 from .harness import device_name, interleaved_medians
 
-ROUNDS = 7
+ROUNDS = 5  # medians of 5 after a warm-up: about 25 s on one idle core
 _cpu_clock = True  # see the module docstring; --wall turns it off
 
 
