@@ -86,8 +86,11 @@ body_sanitizer() {  # memcheck | racecheck | synccheck
     return 0
   fi
   command -v compute-sanitizer >/dev/null || { echo "!!! compute-sanitizer not found"; return 1; }
-  # memcheck: without the caching allocator an access past a tensor is past an allocation.
-  PYTORCH_NO_CUDA_MEMORY_CACHING=$([ "$tool" = memcheck ] && echo 1 || echo 0) PADKERN_TRITON_AUTOTUNE=0 \
+  # memcheck: without the caching allocator an access past a tensor is past an allocation
+  # (older torch reads the variable's presence, not its value: set it for memcheck alone).
+  local uncached=()
+  [ "$tool" = memcheck ] && uncached=(PYTORCH_NO_CUDA_MEMORY_CACHING=1)
+  env "${uncached[@]}" PADKERN_TRITON_AUTOTUNE=0 \
     compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
     "$PY" -m pytest $(pytest_base) "${ids[@]}"
 }
@@ -168,7 +171,7 @@ plan() {  # collect the tests, size the selection, print each stage's expected t
     echo "!!! collection failed (rc $rc):"; grep -v "::" "$WORK/collected.txt" | tail -n 40
   fi
   "$PY" -m benchmarks.gpu_plan "$WORK/collected.txt" --write "$WORK" --stages "$(IFS=,; echo "${stages[*]}")" \
-    --workers "$([ -n "$XDIST" ] || [ "$DRY" = 1 ] && echo 8 || echo 1)" --env-out "$WORK/expected.env"
+    --workers "$([ -n "$XDIST" ] || [ "$DRY" = 1 ] && echo 8 || echo 1)" --env-out "$WORK/expected.env" || rc=1
   echo "xdist: ${XDIST:-absent, one process$([ "$DRY" = 1 ] && echo '; the plan assumes -n 8, as on the GPU machine')} | per-test timeout: ${TIMEOUT:-absent}"
   echo "output: $OUT | dry run: $DRY"
   return "$rc"
