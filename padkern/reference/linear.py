@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from .padding import offsets_from_lengths, pad, token_coordinates, token_count, unpad
+from .padding import longest_length, offsets_from_lengths, pad, token_coordinates, token_count, unpad
 
 ACTIVATIONS = {None: lambda z: z, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 
@@ -25,30 +25,38 @@ def masked_linear(x, lengths, weight, bias=None, activation=None):
     return pad(real, offsets, x.shape[1], 0.0, True)
 
 
-def _token_bounds(offsets):
-    """Each sequence's (start, end) as Python ints: the reference loops over sequences."""
-    bounds = offsets.tolist()
-    return list(zip(bounds[:-1], bounds[1:]))
+def _bmm_rows(offsets) -> int:
+    """Rows per sequence of the padded operands below: the longest sequence, and at least 2.
+    Under torch.compile T is an unbacked size, and Inductor's bmm lowering asks whether T == 1
+    (a matrix-vector product), which it cannot decide: at least 2 (a row or two of zeros per
+    sequence in the worst case) answers it for every B and L."""
+    rows = max(longest_length(offsets), 2)
+    if torch.compiler.is_compiling():
+        torch._check(rows >= 2)
+    return rows
 
 
 def ragged_bmm(values, offsets, weights):
     """values [L, K], weights [B, K, N] -> [L, N]: each sequence times its own matrix.
 
-    One matmul per sequence: memory stays O(L x N), not O(L x K x N).
+    Sequence b's rows, zero-padded to the longest length T (at least 2), times weights[b]: one
+    ``torch.bmm`` of [B, T, K] by [B, K, N], then the real rows. Each padded row is a row
+    of its own in the product, so padding reaches no real output and no gradient. No
+    Python loop over sequences: under torch.compile the graph is the same for any B (a
+    loop would slice one sequence per unbacked offset, and compile time would grow with
+    B). Memory O(B x T x (K + N)).
     """
-    pieces = [values[start:end] @ weights[b] for b, (start, end) in enumerate(_token_bounds(offsets))]
-    if not pieces:  # B = 0, so L = 0: an empty result still in values' graph
-        return values @ weights.new_zeros((values.shape[1], weights.shape[2]))
-    return torch.cat(pieces)
+    rows = _bmm_rows(offsets)
+    product = torch.bmm(pad(values, offsets, rows, 0.0, True), weights)
+    return unpad(product, offsets, values.shape[0], True)
 
 
 def ragged_outer_bmm(x, y, offsets):
-    """x [L, M], y [L, N] -> [B, M, N]: sum over each sequence's rows of x_t^T y_t
-    (an empty sequence gives zeros). One matmul per sequence."""
-    pieces = [x[start:end].t() @ y[start:end] for start, end in _token_bounds(offsets)]
-    if not pieces:  # B = 0
-        return (x.t() @ y)[None][:0]
-    return torch.stack(pieces)
+    """x [L, M], y [L, N] -> [B, M, N]: sum over each sequence's rows of x_t^T y_t (an empty
+    sequence gives zeros). Both zero-padded to [B, T, *], then one ``torch.bmm``: padded
+    rows pair with padded rows only and add exact zeros."""
+    rows = _bmm_rows(offsets)
+    return torch.bmm(pad(x, offsets, rows, 0.0, True).transpose(1, 2), pad(y, offsets, rows, 0.0, True))
 
 
 def segment_sum(values, offsets):

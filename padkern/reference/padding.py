@@ -9,10 +9,17 @@ def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return offsets
 
 
-
 def token_count(offsets: torch.Tensor) -> int:
     """L = offsets[-1] as a Python int (a host read); under torch.compile an unbacked size."""
     return offsets[-1].item() if torch.compiler.is_compiling() else int(offsets[-1])
+
+
+def longest_length(offsets: torch.Tensor) -> int:
+    """T = the longest sequence's length (0 for B = 0) as a Python int (a host read); under
+    torch.compile one unbacked size, whatever B is."""
+    lengths = offsets[1:] - offsets[:-1]
+    longest = torch.cat([lengths, lengths.new_zeros(1)]).max()  # the zero makes B = 0 need no branch
+    return longest.item() if torch.compiler.is_compiling() else int(longest)
 
 
 def token_coordinates(offsets: torch.Tensor, total_tokens: int):
