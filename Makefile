@@ -18,7 +18,35 @@ FALLBACK_TORCH_SPEC ?= torch==2.13.0
 FALLBACK_SRC := $(FALLBACK_DIR)/src
 FALLBACK_PY := $(CURDIR)/$(FALLBACK_DIR)/.venv/bin/python
 
-.PHONY: test test-main test-cpu-fallback build build-cpu-fallback bench clean
+# The third supported setup, the lowest of the supported range and what the GPU machine runs:
+# torch 2.11.0 (a CUDA 13.0 build) with triton 3.6.0, whose interpreter needs numpy < 2.4.
+# Laid out as the fallback is; its extension is CPU-only (the main setup compiles the CUDA
+# one), and it runs a selection (GPU_STACK_TESTS) so CI stays within its time.
+GPU_STACK_DIR ?= build/gpu-stack
+GPU_STACK_SPEC ?= torch==2.11.0 triton==3.6.0 numpy<2.4
+GPU_STACK_SRC := $(GPU_STACK_DIR)/src
+GPU_STACK_PY := $(CURDIR)/$(GPU_STACK_DIR)/.venv/bin/python
+# Registration and compile, the Triton backend (kernels under the interpreter, compiled for
+# sm_80/sm_90 by triton 3.6's own compiler, traced by torch 2.11's compile as on a GPU), the
+# modules, Ragged and torch.nested.
+GPU_STACK_TESTS ?= tests/test_registration.py tests/test_compile_batch.py tests/test_triton_guards.py \
+	tests/test_triton_compiles.py tests/test_triton_traces.py tests/test_rnn_modules.py tests/test_lstm_projections.py \
+	tests/test_ragged_api.py tests/test_ragged_movement.py tests/test_nested.py
+# The recurrences' Triton kernels run in the modules' tests above; their op-level tests would
+# add two minutes.
+GPU_STACK_TRITON_TESTS ?= tests/test_linear.py tests/test_segment.py tests/test_padding.py
+
+.PHONY: test test-main test-cpu-fallback test-gpu-stack build build-cpu-fallback build-gpu-stack bench clean
+
+# The sources as they are in the work tree (tracked and new files), mirrored into $(1): files
+# gone from the tree go from the copy too. The extension is built in place there with
+# build_ext, not pip (whose editable build starts from scratch each time): tar keeps
+# modification times and the copy's build/ stays, so ninja recompiles changed files only.
+define mirror_sources
+	mkdir -p $(1)
+	find $(1) -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
+	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(1)
+endef
 
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +58,8 @@ build: $(VENV)/.deps
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import padkern._extension as e; print('padkern built: cpu', e.CPU_MISSING or 'ok', '| cuda', e.CUDA_MISSING or 'ok')"
 
-# Both supported setups.
-test: test-main test-cpu-fallback
+# The three supported setups.
+test: test-main test-cpu-fallback test-gpu-stack
 
 test-main: build
 	$(PY) -m pytest -q tests
@@ -45,14 +73,8 @@ $(FALLBACK_DIR)/.venv/.deps: Makefile
 		'$(FALLBACK_TORCH_SPEC) installed a CUDA build of torch; this setup needs a CPU-only one')"
 	touch $@
 
-# The sources as they are in the work tree (tracked and new files), mirrored: files gone
-# from the tree go from the copy too. The extension is built in place there with
-# build_ext, not pip (whose editable build starts from scratch each time): tar keeps
-# modification times and the copy's build/ stays, so ninja recompiles changed files only.
 build-cpu-fallback: $(FALLBACK_DIR)/.venv/.deps
-	mkdir -p $(FALLBACK_SRC)
-	find $(FALLBACK_SRC) -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
-	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(FALLBACK_SRC)
+	$(call mirror_sources,$(FALLBACK_SRC))
 	cd $(FALLBACK_SRC) && PADKERN_NO_CUDA=1 $(FALLBACK_PY) setup.py -q build_ext --inplace
 	cd $(FALLBACK_SRC) && $(FALLBACK_PY) -c "import torch, triton, padkern._extension as e; \
 		print('padkern cpu-fallback built: torch', torch.__version__, '| triton', triton.__version__, '| cpu', e.CPU_MISSING or 'ok')"
@@ -61,6 +83,25 @@ build-cpu-fallback: $(FALLBACK_DIR)/.venv/.deps
 # tests skip there by themselves.
 test-cpu-fallback: build-cpu-fallback
 	cd $(FALLBACK_SRC) && PYTHONPATH=$$PWD $(FALLBACK_PY) -m pytest -q tests
+
+$(GPU_STACK_DIR)/.venv/.deps: Makefile
+	rm -rf $(GPU_STACK_DIR)/.venv
+	$(PYTHON) -m venv $(GPU_STACK_DIR)/.venv
+	$(GPU_STACK_PY) -m pip install -q --upgrade pip
+	$(GPU_STACK_PY) -m pip install -q $(foreach spec,$(GPU_STACK_SPEC),"$(spec)") ninja pybind11 setuptools wheel pytest hypothesis
+	touch $@
+
+build-gpu-stack: $(GPU_STACK_DIR)/.venv/.deps
+	$(call mirror_sources,$(GPU_STACK_SRC))
+	cd $(GPU_STACK_SRC) && PADKERN_NO_CUDA=1 $(GPU_STACK_PY) setup.py -q build_ext --inplace
+	cd $(GPU_STACK_SRC) && $(GPU_STACK_PY) -c "import torch, triton, padkern._extension as e; \
+		print('padkern gpu-stack built: torch', torch.__version__, '| triton', triton.__version__, '| cpu', e.CPU_MISSING or 'ok')"
+
+# The selection above whole, and the Triton backend's tests of the ops (the cpu backend's
+# and the reference's run in the other two setups).
+test-gpu-stack: build-gpu-stack
+	cd $(GPU_STACK_SRC) && PYTHONPATH=$$PWD $(GPU_STACK_PY) -m pytest -q $(GPU_STACK_TESTS)
+	cd $(GPU_STACK_SRC) && PYTHONPATH=$$PWD $(GPU_STACK_PY) -m pytest -q -k triton $(GPU_STACK_TRITON_TESTS)
 
 bench: build
 	$(PY) -m benchmarks.run

@@ -4,6 +4,10 @@ The CUDA extension is built when the installed torch is a CUDA build and nvcc is
 found under CUDA_HOME: whether a GPU is present is irrelevant, so CUDA code
 compiles and links on a CPU-only machine too.
 
+Supported: torch 2.11 or newer (the lowest, 2.11.0 with triton 3.6.0, is what the GPU
+machine runs and is tested in CI as `make test-gpu-stack`), triton 3.6 to 3.9 (optional:
+the Triton backend). An older torch stops the build here with that range.
+
 Knobs (environment variables):
   PADKERN_NO_CUDA=1          build the CPU extension only
   PADKERN_CUDA_ARCHS="80;90" compute capabilities to compile for (default 80;90)
@@ -15,6 +19,11 @@ import sys
 import torch
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+TORCH_MIN = (2, 11)
+TRITON_RANGE = "triton>=3.6,<3.10"
+if tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < TORCH_MIN:
+    sys.exit(f"padkern needs torch >= {TORCH_MIN[0]}.{TORCH_MIN[1]}, found torch {torch.__version__}")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = [os.path.join(HERE, "csrc", "include")]
@@ -97,6 +106,9 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["padkern", "padkern.*"]),
     package_data={"padkern": ["auto_table.json"]},
+    install_requires=[f"torch>={TORCH_MIN[0]}.{TORCH_MIN[1]}"],
+    # numpy below 2.4 for triton 3.6's interpreter (TRITON_INTERPRET=1, how the tests run Triton without a GPU).
+    extras_require={"triton": [TRITON_RANGE], "test": ["pytest", "hypothesis", "numpy<2.4"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )
