@@ -6,7 +6,7 @@ import time
 
 import torch
 
-BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm", "bench_swap_in"]
+BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm", "bench_swap_in", "bench_conv1d"]
 
 # The GPU run's quick set (benchmarks/gpu_check.sh runs it in the same call as the tests, under a
 # limit of about a minute): the headline cases of the first GPU run, cheapest first so a cut-off

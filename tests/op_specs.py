@@ -100,6 +100,21 @@ def _call_attention(a, backend):
     return padkern.ops.ragged_attention(a["q"], a["k"], a["v"], a["offsets"], causal=True, backend=backend)
 
 
+def _build_conv(channels_in, channels_out, groups, kernel_size):
+    def build(lengths, generator):
+        return {"values": _rand(generator, sum(lengths), channels_in),
+                "weight": _rand(generator, channels_out, channels_in // groups, kernel_size),
+                "bias": _rand(generator, channels_out), "offsets": torch.tensor(offsets_list(lengths))}
+    return build
+
+
+def _call_conv(padding, dilation, groups):
+    def call(a, backend):
+        return padkern.ops.ragged_conv1d(a["values"], a["offsets"], a["weight"], a["bias"], padding=padding,
+                                         dilation=dilation, groups=groups, backend=backend)
+    return call
+
+
 def _build_rnn(cell):
     gates = GATE_COUNT[cell] * H
 
@@ -183,6 +198,10 @@ OPS = {
     "ragged_bmm": OpSpec(_build_bmm, lambda a, backend: padkern.ops.ragged_bmm(
         a["values"], a["offsets"], a["weights"], backend=backend), ("values", "weights")),
     "ragged_attention": OpSpec(_build_attention, _call_attention, ("q", "k", "v")),
+    # groups between 1 and the channels (GEMM + gather), and depthwise (its own pass)
+    "ragged_conv1d": OpSpec(_build_conv(4, 6, 2, 3), _call_conv("same", 2, 2), ("values", "weight", "bias")),
+    "ragged_conv1d_depthwise": OpSpec(_build_conv(5, 5, 5, 4), _call_conv("causal", 1, 5),
+                                      ("values", "weight", "bias")),
     "ragged_outer_bmm": OpSpec(_build_outer, lambda a, backend: padkern.ops.ragged_outer_bmm(
         a["x"], a["y"], a["offsets"], backend=backend), ("x", "y")),
     "lstm": OpSpec(_build_rnn("lstm"), _call_rnn("lstm", False),

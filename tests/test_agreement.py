@@ -29,7 +29,7 @@ CASES = {
 POISONS = ["finite", "nan", "inf"]
 ACTIVATIONS = [None, "relu", "gelu", "silu"]
 AGREEMENT_OPS = (["pad", "pad_time_major", "unpad", "segment_sum", "segment_mean", "segment_max", "segment_softmax",
-                  "ragged_bmm", "ragged_outer_bmm", "ragged_attention", "lstm", "gru_reverse", "rnn_relu", "rnn_tanh_reverse"]
+                  "ragged_bmm", "ragged_outer_bmm", "ragged_attention", "ragged_conv1d", "ragged_conv1d_depthwise", "lstm", "gru_reverse", "rnn_relu", "rnn_tanh_reverse"]
                  + [f"{op}:{act}" for op in ("ragged_linear", "masked_linear") for act in ACTIVATIONS])
 FLOAT64 = dict(rtol=1e-10, atol=1e-12)
 EXACT = dict(rtol=0, atol=0)
@@ -115,6 +115,7 @@ PER_SEQUENCE = {
     "ragged_bmm": {"output[0]": "tokens", "grad values": "tokens", "grad weights": "batch"},
     "ragged_outer_bmm": {"output[0]": "batch", "grad x": "tokens", "grad y": "tokens"},
     "ragged_attention": {"output[0]": "tokens", "grad q": "tokens", "grad k": "tokens", "grad v": "tokens"},
+    **{op: {"output[0]": "tokens", "grad values": "tokens"} for op in ("ragged_conv1d", "ragged_conv1d_depthwise")},
     "lstm": {"output[0]": "tokens", "output[1]": "batch", "output[2]": "batch", "grad values": "tokens",
              "grad h0": "batch", "grad c0": "batch"},
     **{op: {"output[0]": "tokens", "output[1]": "batch", "grad values": "tokens", "grad h0": "batch"}

@@ -77,7 +77,7 @@ def _packed_inputs(lengths, generator):
 
 HOSTILE_OPS = {
     **{name: OPS[name] for name in ("segment_sum", "segment_mean", "segment_max", "segment_softmax", "ragged_linear",
-                                    "masked_linear", "masked_linear_lengths", "ragged_bmm", "ragged_outer_bmm", "ragged_attention",
+                                    "masked_linear", "masked_linear_lengths", "ragged_bmm", "ragged_outer_bmm", "ragged_attention", "ragged_conv1d",
                                     "lstm", "gru_reverse", "rnn_relu", "nn_lstm", "nn_gru", "nn_rnn")},
     "pad": OpSpec(_pad_inputs, _call_pad, ("values",)),
     "unpad": OpSpec(lambda lengths, g: dict(build("unpad", lengths), batch_first=True, total_tokens=None),

@@ -35,9 +35,9 @@ try:  # the driver registry the JIT asks for its target
 except ImportError:
     triton_driver = None
 
-from padkern.triton import attention, linear, padding, registration, rnn, segment  # noqa: E402
+from padkern.triton import attention, conv, linear, padding, registration, rnn, segment  # noqa: E402
 
-LAUNCHER_MODULES = (attention, linear, padding, rnn, segment)
+LAUNCHER_MODULES = (attention, conv, linear, padding, rnn, segment)
 
 # (lengths, features): every size and stride the constexpr 1; sizes divisible by 16; neither.
 SHAPES = {
@@ -146,6 +146,17 @@ def segment_cases(lengths, features, dtype):
     segment.segment_softmax_triton(values, offsets)
 
 
+def conv_cases(lengths, features, dtype):
+    values, offsets = ragged(lengths, features, dtype)
+    # groups 1 (per-tap tl.dot) and depthwise (elementwise), forward and backward.
+    for groups, channels_out in ((1, features + 1), (features, features)):
+        weight = torch.randn(channels_out, features // groups, 3).to(dtype)
+        bias = torch.randn(channels_out).to(dtype)
+        conv.ragged_conv1d_triton(values, offsets, weight, bias, 1, 2, groups)
+        grad = torch.randn(values.shape[0], channels_out).to(dtype)
+        conv.ragged_conv1d_backward_triton(grad, values, offsets, weight, 1, 2, groups, [True, True, True])
+
+
 def rnn_cases(lengths, hidden, dtype, directions=(False,)):
     batch = len(lengths)
     for gates, forward in ((4, rnn.lstm_recurrence_triton), (3, rnn.gru_recurrence_triton)):
@@ -200,6 +211,7 @@ def cases():
     families = {"pad/unpad": (pad_cases, FLOATS + (torch.float16, torch.int64)),
                 "grouped_linear/ragged_outer_bmm": (grouped_linear_cases, FLOATS),
                 "segment reduce/softmax": (segment_cases, FLOATS),
+                "ragged_conv1d forward/backward": (conv_cases, FLOATS),
                 "lstm/gru/rnn forward/backward": (rnn_cases, FLOATS),
                 "ragged_attention forward/backward": (attention_cases, FLOATS + (torch.float16,))}
     for family, (function, dtypes) in families.items():
