@@ -22,19 +22,16 @@ cases print their ratios but carry no guard until a GPU run has measured them.
 """
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 import padkern
 from padkern import Ragged
-from .harness import device_name, interleaved_medians
+from .harness import device_name, interleaved_medians, use_thread_clock
 
 ROUNDS = 5  # medians of 5 after a warm-up: about 25 s on one idle core
-_cpu_clock = True  # see the module docstring; --wall turns it off
 
 
 def _batch(B, T, K, device, seed):
@@ -45,24 +42,8 @@ def _batch(B, T, K, device, seed):
     return torch.randn(B, T, K, generator=g).to(device), lengths
 
 
-def _thread_cpu_medians(candidates):
-    for fn in candidates.values():
-        fn()
-    samples = {name: [] for name in candidates}
-    for _ in range(ROUNDS):
-        for name, fn in candidates.items():
-            begin = time.thread_time()
-            fn()
-            samples[name].append(time.thread_time() - begin)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def _ratio(ours, floor, device):
-    candidates = {"padkern": ours, "floor": floor}
-    if _cpu_clock and device.type == "cpu":
-        t = _thread_cpu_medians(candidates)
-    else:
-        t = interleaved_medians(candidates, device, ROUNDS, warmup=1)
+    t = interleaved_medians({"padkern": ours, "floor": floor}, device, ROUNDS, warmup=1)
     return t["padkern"] / t["floor"], t["padkern"] * 1e3, t["floor"] * 1e3
 
 
@@ -179,10 +160,8 @@ def main(argv=None) -> int:
     parser.add_argument("--wall", action="store_true",
                         help="CPU cases on all threads, by the wall clock (the guards assume the default)")
     args = parser.parse_args(argv)
-    global _cpu_clock
-    _cpu_clock = not args.wall
-    if _cpu_clock:
-        torch.set_num_threads(1)
+    if not args.wall:
+        use_thread_clock()
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))

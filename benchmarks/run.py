@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from .harness import use_thread_clock
+
 BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm", "bench_swap_in", "bench_conv1d"]
 
 # The GPU run's quick set (benchmarks/gpu_check.sh runs it in the same call as the tests, under a
@@ -44,11 +46,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per candidate (median reported)")
     parser.add_argument("--only", nargs="*", default=BENCHMARKS, choices=BENCHMARKS)
     parser.add_argument("--quick", action="store_true", help="a few representative cases per benchmark")
+    parser.add_argument("--thread-clock", action="store_true",
+                        help="CPU: one thread, timed by its CPU clock (steady on a shared host)")
     parser.add_argument("--plan", action="store_true", help="print what would run and its expected time; run nothing")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no benchmark whose expected time no longer fits in this many seconds")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.thread_clock:
+        use_thread_clock()
     steps = plan(device, args.only, args.quick)
     quick_gpu = args.quick and device.type == "cuda"
     rounds = args.rounds or (GPU_QUICK_ROUNDS if quick_gpu else 50 if device.type == "cuda" else 15)
