@@ -79,9 +79,24 @@ RACECHECK = [
     "tests/test_gpu_persistent_rnn.py::test_empty_sequences_return_their_initial_state[lstm]",
     "tests/test_gpu_persistent_rnn.py::test_sixteen_units_per_block",
 ]
-# A GPU-only file the lists above do not name yet (a new kernel family) lends its first test
-# with a cuda id to memcheck, and to racecheck where its kernels share memory by design.
-RACECHECK_FILES = ("test_gpu_attention*.py",)
+# Kernel families whose tests are still changing, found by file and test name: the first
+# collected cuda-cuda case of that test (else of that file); none while the family has none.
+# (file, test name, also under racecheck and synccheck: its kernels share memory)
+FAMILIES = [
+    # attention: queries with no keys, empty sequences, gradients (tiles of K/V in shared memory)
+    ("test_attention.py", "test_no_keys_gives_zero_and_zero_gradients", True),
+    # conv1d: taps at sequence boundaries never read the neighbour
+    ("test_conv1d.py", "test_sequences_never_read_each_other", False),
+]
+# GPU-only files of those families, if they come, lend their first test with a cuda id the
+# same way: {file pattern: also under racecheck and synccheck}.
+FAMILY_FILES = {"test_gpu_attention*.py": True, "test_gpu_conv*.py": False}
+
+
+def _family_case(nodeids, filename, test):
+    in_file = [n for n in nodeids if os.path.basename(n.split("::")[0]) == filename and "cuda-cuda" in n]
+    named = [n for n in in_file if n.split("::")[-1].split("[")[0] == test]
+    return (named or in_file or [None])[0]
 
 
 def _first_cuda_test(nodeids, filename):
@@ -95,16 +110,22 @@ def sanitizer_cases(nodeids):
     memcheck = [n for n in MEMCHECK if n in present]
     racecheck = [n for n in RACECHECK if n in present]
     missing = [n for n in dict.fromkeys(MEMCHECK + RACECHECK) if n not in present]
-    named = {os.path.basename(n.split("::")[0]) for n in MEMCHECK}
+    for filename, test, shares_memory in FAMILIES:
+        case = _family_case(nodeids, filename, test)
+        if case:
+            memcheck.append(case)
+            if shares_memory:
+                racecheck.append(case)
     gpu_files = sorted({os.path.basename(n.split("::")[0]) for n in nodeids
                         if fnmatch.fnmatch(os.path.basename(n.split("::")[0]), "test_gpu*.py")})
     for filename in gpu_files:
         first = _first_cuda_test(nodeids, filename)
-        if filename not in named and first:
+        shares_memory = [shares for pattern, shares in FAMILY_FILES.items() if fnmatch.fnmatch(filename, pattern)]
+        if first and shares_memory:
             memcheck.append(first)
-        if any(fnmatch.fnmatch(filename, p) for p in RACECHECK_FILES) and first:
-            racecheck.append(first)
-    return memcheck, list(dict.fromkeys(racecheck)), missing
+            if shares_memory[0]:
+                racecheck.append(first)
+    return list(dict.fromkeys(memcheck)), list(dict.fromkeys(racecheck)), missing
 
 
 # ----- the time each stage takes ---------------------------------------------------------------------
@@ -112,7 +133,7 @@ CALL_LIMIT_S = 600  # one call of the GPU machine
 CALL_BUDGET_S = 570  # what the stages of one call may spend, leaving time to pack and send back
 # Each stage's hard limit (gpu_check.sh runs it under `timeout`): the default run (all stages)
 # adds up to CALL_BUDGET_S. PADKERN_GPU_BUDGET_<STAGE> overrides one (seconds).
-BUDGET_S = {"build": 120, "tests": 230, "memcheck": 70, "racecheck": 35, "synccheck": 35, "bench": 75}
+BUDGET_S = {"build": 120, "tests": 220, "memcheck": 75, "racecheck": 40, "synccheck": 40, "bench": 70}
 STAGES = tuple(BUDGET_S)
 WORKERS = 8  # pytest -n 8 (pytest-xdist) on the GPU machine's 16 cores
 # Estimates, not measurements (no GPU run has been made; the first run's per-test times,
@@ -216,8 +237,12 @@ def main(argv=None) -> int:
     total_expected = sum(expected[s] for s in stages)
     total_limit = sum(limits[s] for s in stages)
     print(f"{'total':<10} {total_expected:8.0f}s {total_limit:6d}s   (one call: {CALL_LIMIT_S} s)")
-    problems = [f"{s}: expected {expected[s]:.0f} s exceeds its limit {limits[s]} s" for s in stages
-                if expected[s] > limits[s]]
+    # An estimate past its limit is a warning (the limit holds either way, and a cut-off stage
+    # still brings back its log); limits that cannot fit one call, or missing cases, are errors.
+    for stage in stages:
+        if expected[stage] > limits[stage]:
+            print(f"WARNING: {stage}: expected {expected[stage]:.0f} s exceeds its limit {limits[stage]} s")
+    problems = []
     problems += [f"a sanitizer case was not collected (renamed?): {nodeid}" for nodeid in missing]
     if total_limit > CALL_BUDGET_S:
         problems.append(f"the stages' limits add up to {total_limit} s, past one call's {CALL_BUDGET_S} s: "

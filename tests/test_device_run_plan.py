@@ -109,12 +109,16 @@ def test_the_selection_rules():
 def test_a_new_kernel_family_joins_the_sanitizers():
     collected = gpu_plan.MEMCHECK + gpu_plan.RACECHECK + [
         "tests/test_gpu_conv.py::test_shapes[cpu-ref]", "tests/test_gpu_conv.py::test_shapes[cuda-cuda]",
-        "tests/test_gpu_attention.py::test_causal[cuda-16]"]
+        "tests/test_gpu_attention.py::test_causal[cuda-16]", "tests/test_gpu_transfer.py::test_pinned[cuda]",
+        "tests/test_conv1d.py::test_float32[cuda-cuda]", "tests/test_conv1d.py::test_float32[cuda-triton]"]
     memcheck, racecheck, missing = gpu_plan.sanitizer_cases(collected)
     assert missing == []
-    assert memcheck[-2:] == ["tests/test_gpu_attention.py::test_causal[cuda-16]",
-                             "tests/test_gpu_conv.py::test_shapes[cuda-cuda]"]
-    assert racecheck[-1] == "tests/test_gpu_attention.py::test_causal[cuda-16]"
+    # The conv family by file (its named test not there: its first cuda-cuda case); GPU-only
+    # files of a family by pattern; a GPU-only file of no kernel family stays out.
+    assert memcheck[len(gpu_plan.MEMCHECK):] == [
+        "tests/test_conv1d.py::test_float32[cuda-cuda]", "tests/test_gpu_attention.py::test_causal[cuda-16]",
+        "tests/test_gpu_conv.py::test_shapes[cuda-cuda]"]
+    assert racecheck[len(gpu_plan.RACECHECK):] == ["tests/test_gpu_attention.py::test_causal[cuda-16]"]
     _, _, missing = gpu_plan.sanitizer_cases(gpu_plan.MEMCHECK[1:])
     assert gpu_plan.MEMCHECK[0] in missing
 
