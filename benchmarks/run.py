@@ -8,7 +8,7 @@ import torch
 
 from .harness import use_thread_clock
 
-BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm", "bench_swap_in", "bench_conv1d"]
+BENCHMARKS = ["bench_padding", "bench_rnn", "bench_linear", "bench_bmm", "bench_swap_in", "bench_conv1d", "bench_attention"]
 
 # The GPU run's quick set (benchmarks/gpu_check.sh runs it in the same call as the tests, under a
 # limit of about a minute): the headline cases of the first GPU run, cheapest first so a cut-off
