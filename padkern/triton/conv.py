@@ -15,12 +15,11 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from .._backend import triton_interpreted
 from . import guards
 from .linear import _precision, accumulator
-from .registration import triton_kernel_op
+from .registration import launchable, triton_kernel_op
 
 BLOCK_T = 32
 # Tokens per weight-gradient partial: enough programs to fill a GPU for L in the
@@ -193,7 +192,7 @@ def _check(op, values, offsets, weight, bias, left_pad, dilation, groups):
 def _depthwise(x, offsets, taps_weight, bias, out, shift0, step):
     rows, channels = x.shape
     block_c = _block(channels, 16, 128)
-    wrap_triton(_depthwise_kernel)[(triton.cdiv(rows, BLOCK_T), triton.cdiv(channels, block_c))](
+    launchable(_depthwise_kernel)[(triton.cdiv(rows, BLOCK_T), triton.cdiv(channels, block_c))](
         x, taps_weight, bias if bias is not None else x, out, offsets, offsets.shape[0] - 1, rows, channels, shift0,
         step, K=taps_weight.shape[0], HAS_BIAS=bias is not None, SEARCH_STEPS=_search_steps(offsets.shape[0] - 1),
         ACC=accumulator(x.dtype), BLOCK_T=BLOCK_T, BLOCK_C=block_c)
@@ -203,7 +202,7 @@ def _grouped(x, offsets, taps_weight, bias, out, shift0, step):
     """taps_weight [K, G, CI, CO]; x [L, G*CI] -> out [L, G*CO]."""
     k, groups, per_in, per_out = taps_weight.shape
     block_o = _block(per_out)
-    wrap_triton(_conv_kernel)[(triton.cdiv(x.shape[0], BLOCK_T), groups * triton.cdiv(per_out, block_o))](
+    launchable(_conv_kernel)[(triton.cdiv(x.shape[0], BLOCK_T), groups * triton.cdiv(per_out, block_o))](
         x, taps_weight, bias if bias is not None else x, out, offsets, offsets.shape[0] - 1, x.shape[0], per_in,
         per_out, shift0, step, K=k, HAS_BIAS=bias is not None, SEARCH_STEPS=_search_steps(offsets.shape[0] - 1),
         PRECISION=_precision(x.dtype), ACC=accumulator(x.dtype), BLOCK_T=BLOCK_T, BLOCK_C=_block(per_in, 16, 32),
@@ -272,7 +271,7 @@ def ragged_conv1d_backward_triton(grad_output: torch.Tensor, values: torch.Tenso
                 channels = values.shape[1]
                 block_c = _block(channels, 16, 128)
                 partial = values.new_empty((chunks, k, channels), dtype=acc_dtype)
-                wrap_triton(_depthwise_weight_grad_kernel)[(chunks, triton.cdiv(channels, block_c))](
+                launchable(_depthwise_weight_grad_kernel)[(chunks, triton.cdiv(channels, block_c))](
                     grad_output, values, partial, offsets, offsets.shape[0] - 1, rows, channels, -left_pad, dilation,
                     K=k, SEARCH_STEPS=steps, ACC=accumulator(values.dtype), CHUNK_T=CHUNK_T, BLOCK_T=BLOCK_T,
                     BLOCK_C=block_c)
@@ -282,7 +281,7 @@ def ragged_conv1d_backward_triton(grad_output: torch.Tensor, values: torch.Tenso
                 block_o, block_c = _block(per_out), _block(per_in)
                 partial = values.new_empty((chunks, k, groups, per_out, per_in), dtype=acc_dtype)
                 grid = (chunks, k, groups * triton.cdiv(per_out, block_o) * triton.cdiv(per_in, block_c))
-                wrap_triton(_conv_weight_grad_kernel)[grid](
+                launchable(_conv_weight_grad_kernel)[grid](
                     grad_output, values, partial, offsets, offsets.shape[0] - 1, rows, per_in, per_out, -left_pad,
                     dilation, SEARCH_STEPS=steps, PRECISION=_precision(values.dtype), ACC=accumulator(values.dtype),
                     CHUNK_T=CHUNK_T, BLOCK_T=BLOCK_T, BLOCK_C=block_c, BLOCK_O=block_o)
