@@ -1,5 +1,5 @@
-"""Ragged attention's float64 truth, sequence by sequence, with the error a kernel may
-make in a given dtype: the kernel tests (tests/test_triton_attention.py,
+"""Ragged attention's float64 truth (padkern's reference, the specification) with the error a
+kernel may make in a given dtype, propagated sequence by sequence: the kernel tests (tests/test_triton_attention.py,
 tests/test_gpu_attention.py) check every element against it.
 
 Bounds follow TESTING.md: eps times the magnitudes summed, propagated through each step
@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from padkern.reference import attention as reference
 from ragged_cases import offsets_of
 
 SAFETY = 4.0
@@ -64,9 +65,19 @@ def _sequence(q, k, v, grad_out, causal, scale, eps):
     return values, errors
 
 
+def reference_values(q, k, v, grad_out, offsets, kv_offsets, causal, scale):
+    """(out, lse, grad_q, grad_k, grad_v) of padkern's reference (the specification) on these
+    tensors, in their dtype and device; gradients by autograd."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out, lse = reference.ragged_attention(*leaves, offsets, kv_offsets, causal, scale)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    return (out.detach(), lse) + tuple(grads)
+
+
 def truth(q, k, v, grad_out, offsets, kv_offsets, causal, scale, dtype):
-    """(out, lse, grad_q, grad_k, grad_v) in float64 and their error bounds for a kernel
-    computing in ``dtype`` (float32 accumulation for reduced precisions)."""
+    """(out, lse, grad_q, grad_k, grad_v): the reference's values in float64 (on the CPU) and
+    their error bounds for a kernel computing in ``dtype`` (float32 accumulation for reduced
+    precisions)."""
     eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
     group = q.shape[1] // k.shape[1]
     q, k, v, grad_out = (t.double() for t in (q, k, v, grad_out))
@@ -79,13 +90,13 @@ def truth(q, k, v, grad_out, offsets, kv_offsets, causal, scale, dtype):
         pieces.append((values, errors))
     results = []
     for index in range(5):
-        parts = [piece[kind][index] for piece in pieces for kind in (0, 1)]
-        value, error = torch.cat(parts[0::2]), torch.cat(parts[1::2])
+        error = torch.cat([piece[1][index] for piece in pieces]).cpu()
         if index >= 3:  # dK, dV: the group of query heads sharing a kv head sums
-            value = value.unflatten(1, (k.shape[1], group)).sum(2)
             error = error.unflatten(1, (k.shape[1], group)).sum(2)
-        results.append((value, SAFETY * error))
-    return results
+        results.append(SAFETY * error)
+    values = reference_values(q.cpu(), k.cpu(), v.cpu(), grad_out.cpu(), offsets.cpu(), kv_offsets.cpu(), causal,
+                              scale)
+    return [(value.double(), bound) for value, bound in zip(values, results)]
 
 
 def assert_within(name, got, expected, bound):
@@ -101,3 +112,14 @@ def assert_within(name, got, expected, bound):
         raise AssertionError(f"{name}: {int(bad.sum())} of {got.numel()} elements off, first at {where}: got "
                              f"{got[tuple(where)].item()}, expected {expected[tuple(where)].item()}, "
                              f"bound {bound[tuple(where)].item()}")
+
+
+def low_precision_errors(q, k, v, grad_out, offsets, kv_offsets, causal, scale, expected):
+    """The largest error of the reference run in q's (reduced) dtype, per output, against the
+    float64 ``expected`` values: what PyTorch's own computation in that dtype gets."""
+    values = reference_values(q, k, v, grad_out, offsets, kv_offsets, causal, scale)
+    errors = []
+    for got, (want, _) in zip(values, expected):
+        got = got.double().cpu()
+        errors.append(torch.where(got == want, 0.0, (got - want).abs()).amax().item() if want.numel() else 0.0)
+    return errors
