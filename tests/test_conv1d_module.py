@@ -10,9 +10,9 @@ from padkern import Ragged
 from ragged_cases import random_ragged, split
 
 
-def torch_twin(module: padkern.nn.Conv1d) -> nn.Conv1d:
-    """torch.nn.Conv1d with the module's weights; "causal" becomes a left F.pad outside."""
-    padding = 0 if module.padding == "causal" else module.padding
+def torch_twin(module: padkern.nn.Conv1d, padding=0) -> nn.Conv1d:
+    """torch.nn.Conv1d with the module's weights. per_sequence pads outside, with no padding
+    here: torch 2.11's "same" refuses a sequence shorter than the kernel."""
     twin = nn.Conv1d(module.in_channels, module.out_channels, module.kernel_size, padding=padding,
                      dilation=module.dilation, groups=module.groups, bias=module.bias is not None,
                      dtype=module.weight.dtype)
@@ -26,10 +26,14 @@ def per_sequence(module, values, offsets):
     for piece in split(values, offsets):
         if piece.shape[0] == 0:
             continue
-        x = piece.t()[None]
+        total = module.dilation[0] * (module.kernel_size[0] - 1)
         if module.padding == "causal":
-            x = torch.nn.functional.pad(x, (module.dilation[0] * (module.kernel_size[0] - 1), 0))
-        pieces.append(twin(x)[0].t())
+            sides = (total, 0)
+        elif module.padding == "same":
+            sides = (total // 2, total - total // 2)  # torch's "same": the odd zero on the right
+        else:
+            sides = (module.padding[0], module.padding[0])
+        pieces.append(twin(torch.nn.functional.pad(piece.t()[None], sides))[0].t())
     return torch.cat(pieces)
 
 
@@ -92,7 +96,7 @@ def test_padded_with_lengths(module):
 def test_full_length_and_unbatched_match_torch():
     torch.manual_seed(1)
     module = padkern.nn.Conv1d(4, 8, 3, padding="same", groups=2, dtype=torch.float64)
-    twin = torch_twin(module)
+    twin = torch_twin(module, padding="same")
     x = torch.randn(3, 4, 11, dtype=torch.float64)
     torch.testing.assert_close(module(x), twin(x))
     torch.testing.assert_close(module(x[0]), twin(x[0]))
