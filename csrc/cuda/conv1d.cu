@@ -92,7 +92,7 @@ __global__ void shifted_rows_kernel(ShiftedRowsArgs args, int64_t shift) {
   for (int64_t i = grid_index(); i < total; i += grid_stride()) {
     const int64_t t = i / args.channels, c = i - t * args.channels;
     const int64_t source = tap_source(t, shift, token_span(r.offsets, r.batch, r.rows, t));
-    out[i] = source >= 0 ? x[source * args.channels + c] : T(0.0f);
+    out[i] = source >= 0 ? x[source * args.channels + c] : from_acc<T>(0.0f);
   }
 }
 
