@@ -16,7 +16,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -55,14 +57,33 @@ void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::
   check_shape(kv_offsets, offsets.sizes(), "kv_offsets");
 }
 
-bool flash_route(const at::Tensor& q, const at::Tensor& k) {
+// Whether torch's varlen flash kernel takes this call; each limit below is a case it cannot
+// take, which padkern's own kernel does instead (the two write lse alike, so a forward on one
+// route and its backward on the other agree). `tensors`: every tensor flash reads or writes.
+bool flash_route(const at::Tensor& q, const at::Tensor& k, const at::Tensor& offsets, const at::Tensor& kv_offsets,
+                 bool causal, std::initializer_list<at::Tensor> tensors) {
   const char* value = std::getenv("PADKERN_FLASH_ATTENTION");
   if (value != nullptr && std::string(value) == "0") return false;
   const bool half = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
-  const int64_t head_dim = q.size(2), int_limit = std::numeric_limits<int32_t>::max();
-  // Its cumulative lengths are int32.
-  return half && at::cuda::getCurrentDeviceProperties()->major >= 8 && head_dim % 8 == 0 && head_dim <= 256 &&
-         q.size(0) < int_limit && k.size(0) < int_limit;
+  const auto* device = at::cuda::getCurrentDeviceProperties();
+  const int64_t head_dim = q.size(2), batch = offsets.size(0) - 1, int_limit = std::numeric_limits<int32_t>::max();
+  if (!half || device->major < 8 || head_dim % 8 != 0 || head_dim > 256) return false;
+  // Its grid is (row blocks, B, Hq): gridDim.y and z stop at 65535.
+  if (batch > 65535 || q.size(1) > 65535) return false;
+  // Its cumulative lengths are int32, and its backward sizes int32 scratch by L + 128 B.
+  if (q.size(0) + 128 * batch >= int_limit || k.size(0) + 128 * batch >= int_limit) return false;
+  // It aligns a causal mask to each score matrix's bottom-right corner, padkern to its top-left:
+  // the same only where every sequence has as many keys as queries.
+  if (causal && !offsets.is_same(kv_offsets)) return false;
+  // torch's own SDPA refuses training with 192 < D <= 224 on sm_86/89/120/121 (the backward
+  // kernel for that size needs more shared memory than they have).
+  const bool small_shared = (device->major == 8 && device->minor > 0) || device->major == 12;
+  if (small_shared && head_dim > 192 && head_dim <= 224) return false;
+  // It loads 16 bytes at a time: a view starting mid-vector would fault.
+  for (const at::Tensor& tensor : tensors) {
+    if (reinterpret_cast<std::uintptr_t>(tensor.data_ptr()) % 16 != 0) return false;
+  }
+  return true;
 }
 
 // The offsets as the flash kernel's int32 cumulative lengths, clamped into [0, rows] and made
@@ -120,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor> ragged_attention_cuda(const at::Tensor& q, co
   if (q.numel() == 0 || k.size(0) == 0) {  // no query, or no key anywhere
     return {at::zeros_like(q), at::full({q.size(0), q.size(1)}, -kInfinity, q.options().dtype(at::kFloat))};
   }
-  if (flash_route(q, k)) {
+  if (flash_route(q, k, offsets, kv_offsets, causal, {q, k, v})) {
     auto result = at::_flash_attention_forward(q, k, v, cumulative_lengths(offsets, q.size(0)),
                                                cumulative_lengths(kv_offsets, k.size(0)), length_bound(q.size(0)),
                                                length_bound(k.size(0)), 0.0, causal, false, scale);
@@ -158,12 +179,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ragged_attention_backward_cuda(
   check_dense(lse, "lse");
   const c10::cuda::CUDAGuard guard(q.device());
   if (q.numel() == 0 || k.numel() == 0) return {at::zeros_like(q), at::zeros_like(k), at::zeros_like(v)};
-  if (flash_route(q, k)) {
+  if (flash_route(q, k, offsets, kv_offsets, causal, {q, k, v, out, grad_out})) {
     at::Tensor flash_lse = lse.t().contiguous();
     flash_lse.masked_fill_(flash_lse == -kInfinity, kInfinity);  // flash's mark of a row without keys
     // Dropout is off: the generator state is never read.
-    const at::Tensor rng_state = at::zeros({2}, q.options().dtype(at::kUInt64));
-    const at::Tensor unused = at::zeros({}, q.options().dtype(at::kUInt64));
+    const at::Tensor rng_state = at::empty({2}, q.options().dtype(at::kUInt64));
+    const at::Tensor unused = at::empty({}, q.options().dtype(at::kUInt64));
     return at::_flash_attention_backward(grad_out, q, k, v, out, flash_lse, cumulative_lengths(offsets, q.size(0)),
                                          cumulative_lengths(kv_offsets, k.size(0)), length_bound(q.size(0)),
                                          length_bound(k.size(0)), 0.0, causal, rng_state, unused, scale);
