@@ -77,13 +77,38 @@ class CompileOnlyDriver:
 class CompileOnly:
     """Stands in for torch's ``wrap_triton``: ``kernel[grid](*args)`` becomes
     ``kernel.warmup(*args, grid=grid)``, which specialises, compiles and launches nothing
-    (an autotuned kernel compiles every config)."""
+    (an autotuned kernel compiles every config). Each compiled kernel is kept in
+    ``compiled``, for the checks that read its metadata."""
+
+    compiled = []
 
     def __init__(self, kernel):
         self.kernel = kernel
 
     def __getitem__(self, grid):
-        return functools.partial(self.kernel.warmup, grid=grid)
+        def warmup(*args, **kwargs):
+            result = self.kernel.warmup(*args, grid=grid, **kwargs)
+            CompileOnly.compiled.extend(kernel for kernel in (result if isinstance(result, list) else [result])
+                                        if kernel is not None)
+            return result
+        return warmup
+
+
+# Shared memory a block may use (cudaDevAttrMaxSharedMemoryPerBlockOptin). A kernel over
+# it compiles, and only fails at launch with OutOfResources.
+SHARED_MEMORY_LIMIT = {80: 166_912, 90: 232_448}
+
+
+@contextlib.contextmanager
+def within_shared_memory():
+    """Every kernel compiled inside fits the target's shared memory."""
+    first = len(CompileOnly.compiled)
+    yield
+    arch = triton_driver.active.get_current_target().arch
+    for kernel in CompileOnly.compiled[first:]:
+        assert kernel.metadata.shared <= SHARED_MEMORY_LIMIT[arch], (
+            f"{kernel.metadata.name} uses {kernel.metadata.shared} B of shared memory, "
+            f"sm_{arch} has {SHARED_MEMORY_LIMIT[arch]}")
 
 
 # ----- cases: each calls launchers as the ops do, forward and backward ---------------------
@@ -174,30 +199,36 @@ def rnn_cases(lengths, hidden, dtype, directions=(False,)):
             rnn.rnn_recurrence_triton(gates_x, offsets, w_hh, h0, nonlinearity, reverse)[0].sum().backward()
 
 
-def attention_cases(lengths, head_dim, dtype):
+def attention_cases(lengths, head_dim, dtype, variants=((2, 1, True, None), (2, 1, False, None), (1, 1, False, 2))):
     """Self-attention (causal and not) with two query heads per kv head, and cross-attention
-    with one head each (Hq, Hkv and the row strides the constexpr 1 where head_dim is 1)."""
+    with one head each (Hq, Hkv and the row strides the constexpr 1 where head_dim is 1),
+    each kernel within the target's shared memory."""
     offsets = torch.tensor([0] + lengths).cumsum(0)
-    for heads, kv_heads, causal, kv_lengths in ((2, 1, True, lengths), (2, 1, False, lengths), (1, 1, False, [2] * len(lengths))):
+    for heads, kv_heads, causal, kv_length in variants:
+        kv_lengths = lengths if kv_length is None else [kv_length] * len(lengths)
         kv_offsets = torch.tensor([0] + kv_lengths).cumsum(0)
         q = torch.randn(sum(lengths), heads, head_dim).to(dtype)
         k, v = (torch.randn(sum(kv_lengths), kv_heads, head_dim).to(dtype) for _ in range(2))
-        out, lse = attention.ragged_attention_triton(q, k, v, offsets, kv_offsets, causal, 0.125)
-        attention.ragged_attention_backward_triton(q, q, k, v, q, lse, offsets, kv_offsets, causal, 0.125)
+        with within_shared_memory():
+            out, lse = attention.ragged_attention_triton(q, k, v, offsets, kv_offsets, causal, 0.125)
+            attention.ragged_attention_backward_triton(q, q, k, v, q, lse, offsets, kv_offsets, causal, 0.125)
+
+
+def wide_attention_cases(lengths, head_dim, dtype):
+    """Causal self-attention only: tiles shrink with the row size (dtype x head_dim)."""
+    attention_cases(lengths, head_dim, dtype, variants=((2, 1, True, None),))
 
 
 def attention_autotune_cases(lengths, head_dim, dtype):
-    kernels = {attention._forward_kernel: attention.FORWARD_CONFIGS, attention._backward_dq_kernel: attention.DQ_CONFIGS,
-               attention._backward_dkv_kernel: attention.DKV_CONFIGS}
-    test_configs = {kernel: kernel.configs for kernel in kernels}
-    for kernel, options in kernels.items():
-        inner = "BLOCK_M" if kernel is attention._backward_dkv_kernel else "BLOCK_N"
-        kernel.configs = [triton.Config({inner: b}, num_warps=w, num_stages=s) for b, w, s in options]
+    """Every config the autotuner would time on a GPU (the check runs with one)."""
+    untuned = os.environ["PADKERN_TRITON_AUTOTUNE"]
+    os.environ["PADKERN_TRITON_AUTOTUNE"] = "1"
+    attention._autotuned.cache_clear()
     try:
         attention_cases(lengths, head_dim, dtype)
     finally:
-        for kernel, configs in test_configs.items():
-            kernel.configs = configs
+        os.environ["PADKERN_TRITON_AUTOTUNE"] = untuned
+        attention._autotuned.cache_clear()
 
 
 def rnn_reverse_cases(lengths, hidden, dtype):
@@ -223,6 +254,12 @@ def cases():
     # bfloat16 only: exact float32 tiles compile to FMA loops, ~100 s a config set.
     yield "ragged_attention autotune configs bfloat16 head_dim=64", attention_autotune_cases, ([3, 0, 70], 64,
                                                                                                torch.bfloat16)
+    # Past 64 features the tiles shrink with the row size (dtype x head_dim), to stay
+    # within shared memory; float32 at D=256 takes ~15 s (FMA loops), the others ~5 s.
+    for dtype, head_dim in ((torch.bfloat16, 128), (torch.bfloat16, 256), (torch.float32, 256), (torch.float64, 128),
+                            (torch.float64, 256)):
+        yield (f"ragged_attention causal {dtype} head_dim={head_dim}", wide_attention_cases,
+               ([3, 0, 70], head_dim, dtype))
     yield f"lstm/gru/rnn reverse {odd}", rnn_reverse_cases, SHAPES[odd] + (torch.float32,)
     # Past 256 hidden units a program runs 8 warps over 8-row weight tiles.
     yield "lstm/gru/rnn forward/backward B=1 hidden=300", rnn_cases, ([3], 300, torch.float32)

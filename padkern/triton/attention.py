@@ -18,6 +18,8 @@ Backward recomputes the scores from lse, as FlashAttention-2: first dQ per query
 query heads that share the kv head. Each output element has one writer, so no atomics
 and run-to-run bitwise equality.
 """
+import contextlib
+import functools
 import os
 
 import torch
@@ -29,11 +31,28 @@ from .guards import sequence_bounds
 from .linear import _find_sequence, _precision, accumulator, tile_starts
 from .registration import launchable, triton_kernel_op
 
-# Tile heights the grid is built from (the prefix over tile counts depends on them, so
-# they are fixed; autotuning picks the inner tile). Under the interpreter 16 rows keep
-# CI's tiny sequences multi-tile.
-BLOCK_Q = 16 if triton_interpreted() else 64
-BLOCK_KV = 16 if triton_interpreted() else 64
+# Shared memory per block: sm_80 allows 166,912 B (sm_90 232,448 B), and a config over
+# it compiles but fails at launch. What a program keeps there (triton 3.8): its outer
+# tiles (forward: Q; dQ: Q and dO; dK/dV: K and V), the inner tiles it streams (K and V,
+# or Q and dO) in stages - 1 buffers each, and layout conversions. So tiles are sized by
+# the bytes of a row of BLOCK_D elements, and a config is kept where those tiles take at
+# most 128 KB: the conversions added up to 17 KB in every config compiled for sm_80 and
+# sm_90 at D <= 256 (the largest, float32 dK/dV at D=128 with 64-row inner tiles, uses
+# 147,968 B). With fixed 64-row tiles float64 at D=128 needed 205-656 KB, and the
+# untuned bfloat16 D=256 forward 172 KB.
+SHARED_BUDGET = 128 * 1024
+
+
+def _tile_rows(block_d: int, element_size: int) -> int:
+    """Outer tile height (BLOCK_Q, BLOCK_KV): 64 rows, fewer where a 64-row float32 or
+    float64 accumulator tile would pass 32 KB (D=256, or float64 at D=128), as dK/dV
+    holds two: at bfloat16 D=256, 64 rows in 4 warps spilled 5,192 B per thread. The grid
+    and the prefix over tile counts are built with the same value. Under the interpreter
+    16 rows keep CI's tiny sequences multi-tile."""
+    if triton_interpreted():
+        return 16
+    accumulator_size = 8 if element_size == 8 else 4
+    return max(16, min(64, 32 * 1024 // (block_d * accumulator_size)))
 
 
 def _configs(inner: str, options):
@@ -42,14 +61,23 @@ def _configs(inner: str, options):
     if triton_interpreted():
         return [triton.Config({inner: 16}, num_warps=4)]
     if os.environ.get("PADKERN_TRITON_AUTOTUNE", "1") == "0":
-        return [triton.Config({inner: options[0][0]}, num_warps=options[0][1], num_stages=options[0][2])]
+        options = options[:1]
     return [triton.Config({inner: b}, num_warps=w, num_stages=s) for b, w, s in options]
 
 
-# (inner tile, warps, stages) a GPU autotunes over; the first is the untuned choice.
-FORWARD_CONFIGS = ((64, 4, 3), (32, 4, 3), (128, 8, 3), (64, 4, 2))
-DQ_CONFIGS = ((32, 4, 2), (64, 4, 2), (64, 8, 3))
-DKV_CONFIGS = ((32, 4, 2), (64, 8, 2), (16, 4, 3))
+# (inner tile, warps, stages) a GPU autotunes over, in order of preference: the first one
+# that fits is the untuned choice. The last ones are small enough for float64 at D=256.
+FORWARD_CONFIGS = ((64, 4, 3), (32, 4, 3), (128, 8, 3), (64, 4, 2), (32, 4, 2), (16, 4, 2))
+DQ_CONFIGS = ((32, 4, 2), (64, 4, 2), (64, 8, 3), (16, 4, 2))
+DKV_CONFIGS = ((32, 4, 2), (64, 8, 2), (16, 4, 3), (16, 4, 2))
+
+
+def _fitting(options, outer_tiles: int, rows: int, row_bytes: int):
+    """The options whose tiles fit SHARED_BUDGET; past D=256 none may, and the smallest
+    one is left to fail at launch."""
+    fitting = tuple(option for option in options
+                    if (outer_tiles * rows + 2 * (option[2] - 1) * option[0]) * row_bytes <= SHARED_BUDGET)
+    return fitting or options[-1:]
 
 
 @triton.jit
@@ -90,7 +118,6 @@ def _forward_tile(acc, m_i, l_i, b_q, p_k, p_v, n0, o_m, kv_len, stride_kv, o_d,
     return acc, m_new, l_i
 
 
-@triton.autotune(configs=_configs("BLOCK_N", FORWARD_CONFIGS), key=["D", "CAUSAL", "LSE_ONLY"])
 @triton.jit
 def _forward_kernel(
     p_q, p_k, p_v, p_out, p_lse, p_offsets, p_kv_offsets, p_starts, B, L, LK, D, HQ, stride_q, stride_kv,
@@ -141,7 +168,6 @@ def _forward_kernel(
                      mask=m_m[:, None] & m_d[None, :])
 
 
-@triton.autotune(configs=_configs("BLOCK_N", DQ_CONFIGS), key=["D", "CAUSAL"])
 @triton.jit
 def _backward_dq_kernel(
     p_q, p_k, p_v, p_out, p_do, p_lse, p_delta, p_dq, p_offsets, p_kv_offsets, p_starts, B, L, LK, D, HQ,
@@ -195,7 +221,6 @@ def _backward_dq_kernel(
         tl.store(p_dq + rows[:, None] + o_d[None, :], b_dq.to(p_dq.dtype.element_ty), mask=m_rows)
 
 
-@triton.autotune(configs=_configs("BLOCK_M", DKV_CONFIGS), key=["D", "CAUSAL"])
 @triton.jit
 def _backward_dkv_kernel(
     p_q, p_k, p_v, p_do, p_lse, p_delta, p_dk, p_dv, p_offsets, p_kv_offsets, p_kv_starts, B, L, LK, D, HQ,
@@ -254,6 +279,31 @@ def _backward_dkv_kernel(
         tl.store(p_dv + kv_rows[:, None] + o_d[None, :], b_dv.to(p_dv.dtype.element_ty), mask=m_kv)
 
 
+# kernel: (its inner tile, tiles of outer rows it keeps in shared memory, configs, tuning key)
+_TUNING = {
+    _forward_kernel: ("BLOCK_N", 1, FORWARD_CONFIGS, ["D", "CAUSAL", "LSE_ONLY"]),
+    _backward_dq_kernel: ("BLOCK_N", 2, DQ_CONFIGS, ["D", "CAUSAL"]),
+    _backward_dkv_kernel: ("BLOCK_M", 2, DKV_CONFIGS, ["D", "CAUSAL"]),
+}
+
+
+@functools.cache
+def _autotuned(kernel, block_d: int, element_size: int):
+    """``kernel`` autotuned over the configs that fit shared memory at this row size."""
+    inner, outer_tiles, options, key = _TUNING[kernel]
+    if kernel is _backward_dkv_kernel and block_d >= 128:
+        # Two float32 accumulator tiles (dK, dV) in 4 warps spill 168 B of registers per
+        # thread at bfloat16 D=128 (5,192 B at D=256 with 64 rows); 8 warps hold them.
+        options = tuple(dict.fromkeys((b, max(w, 8), s) for b, w, s in options))
+    fitting = _fitting(options, outer_tiles, _tile_rows(block_d, element_size), block_d * element_size)
+    return triton.autotune(configs=_configs(inner, fitting), key=key)(kernel)
+
+
+def _device(q):
+    """Triton launches on the current CUDA device, so make it q's."""
+    return torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
+
+
 def _check(op: str, q, k, v, offsets, kv_offsets) -> None:
     device = q.device
     for name, tensor in (("q", q), ("k", k), ("v", v)):
@@ -271,12 +321,21 @@ def _check(op: str, q, k, v, offsets, kv_offsets) -> None:
     guards.check_dense(op, "kv_offsets", kv_offsets, device, tuple(offsets.shape), torch.int64)
 
 
+def _block_d(q) -> int:
+    return max(16, triton.next_power_of_2(q.shape[2]))
+
+
 def _launch_shape(q, k):
     """Arguments every kernel shares: sizes, strides, the head group and tile width."""
     return dict(L=q.shape[0], LK=k.shape[0], D=q.shape[2], HQ=q.shape[1], stride_q=q.shape[1] * q.shape[2],
-                stride_kv=k.shape[1] * k.shape[2], GROUP=q.shape[1] // k.shape[1],
-                BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])), ACC=accumulator(q.dtype),
-                PRECISION=_precision(q.dtype))
+                stride_kv=k.shape[1] * k.shape[2], GROUP=q.shape[1] // k.shape[1], BLOCK_D=_block_d(q),
+                ACC=accumulator(q.dtype), PRECISION=_precision(q.dtype))
+
+
+def _kernel(kernel, q):
+    """The launchable ``kernel`` for q's row size, and its outer tile height."""
+    block_d, element_size = _block_d(q), q.element_size()
+    return launchable(_autotuned(kernel, block_d, element_size)), _tile_rows(block_d, element_size)
 
 
 def _scale_parts(scale: float, dtype: torch.dtype) -> tuple[float, float]:
@@ -287,12 +346,13 @@ def _scale_parts(scale: float, dtype: torch.dtype) -> tuple[float, float]:
 
 def _forward(q, k, v, offsets, kv_offsets, causal, scale, out, lse, lse_only):
     batch = offsets.shape[0] - 1
-    starts = tile_starts(offsets, BLOCK_Q, None)
-    grid = (triton.cdiv(q.shape[0], BLOCK_Q) + batch, q.shape[1])
+    kernel, block_q = _kernel(_forward_kernel, q)
+    grid = (triton.cdiv(q.shape[0], block_q) + batch, q.shape[1])
     scale_hi, scale_lo = _scale_parts(scale, q.dtype)
-    launchable(_forward_kernel)[grid](
-        q, k, v, out, lse, offsets, kv_offsets, starts, batch, **_launch_shape(q, k), scale_hi=scale_hi,
-        scale_lo=scale_lo, CAUSAL=causal, LSE_ONLY=lse_only, BLOCK_M=BLOCK_Q)
+    with _device(q):
+        kernel[grid](q, k, v, out, lse, offsets, kv_offsets, tile_starts(offsets, block_q, None), batch,
+                     **_launch_shape(q, k), scale_hi=scale_hi, scale_lo=scale_lo, CAUSAL=causal, LSE_ONLY=lse_only,
+                     BLOCK_M=block_q)
 
 
 @triton_kernel_op("padkern::ragged_attention_triton")
@@ -331,10 +391,13 @@ def ragged_attention_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k:
     scale_hi, scale_lo = _scale_parts(scale, q.dtype)
     delta = torch.empty(q.shape[:2], dtype=torch.float64 if q.dtype == torch.float64 else torch.float32,
                         device=q.device)
-    launchable(_backward_dq_kernel)[(triton.cdiv(q.shape[0], BLOCK_Q) + batch, q.shape[1])](
-        q, k, v, out, grad_out, lse, delta, grad_q, offsets, kv_offsets, tile_starts(offsets, BLOCK_Q, None), batch,
-        **shape, scale_hi=scale_hi, scale_lo=scale_lo, CAUSAL=causal, BLOCK_M=BLOCK_Q)
-    launchable(_backward_dkv_kernel)[(triton.cdiv(k.shape[0], BLOCK_KV) + batch, k.shape[1])](
-        q, k, v, grad_out, lse, delta, grad_k, grad_v, offsets, kv_offsets, tile_starts(kv_offsets, BLOCK_KV, None),
-        batch, **shape, scale_hi=scale_hi, scale_lo=scale_lo, CAUSAL=causal, BLOCK_N=BLOCK_KV)
+    dq_kernel, block_q = _kernel(_backward_dq_kernel, q)
+    dkv_kernel, block_kv = _kernel(_backward_dkv_kernel, q)
+    with _device(q):
+        dq_kernel[(triton.cdiv(q.shape[0], block_q) + batch, q.shape[1])](
+            q, k, v, out, grad_out, lse, delta, grad_q, offsets, kv_offsets, tile_starts(offsets, block_q, None),
+            batch, **shape, scale_hi=scale_hi, scale_lo=scale_lo, CAUSAL=causal, BLOCK_M=block_q)
+        dkv_kernel[(triton.cdiv(k.shape[0], block_kv) + batch, k.shape[1])](
+            q, k, v, grad_out, lse, delta, grad_k, grad_v, offsets, kv_offsets, tile_starts(kv_offsets, block_kv, None),
+            batch, **shape, scale_hi=scale_hi, scale_lo=scale_lo, CAUSAL=causal, BLOCK_N=block_kv)
     return grad_q, grad_k, grad_v
