@@ -133,6 +133,15 @@ def test_rnn_w_ih_shape():
         padkern.ops.lstm(values, offsets, torch.randn(7, 3), w_hh, b_ih, b_hh)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("missing", ["w_ih", "w_hh"])
+def test_rnn_weights_must_be_tensors(cell, missing):
+    values, offsets, w_ih, w_hh, b_ih, b_hh = _layer(cell)
+    weights = {"w_ih": w_ih, "w_hh": w_hh, missing: None}
+    with pytest.raises(TypeError, match=f"{missing} must be a torch.Tensor, got NoneType"):
+        getattr(padkern.ops, cell)(values, offsets, weights["w_ih"], weights["w_hh"], b_ih, b_hh)
+
+
 def test_rnn_w_hh_shape():
     values, offsets, w_ih, _, b_ih, b_hh = _layer("gru")
     with pytest.raises(ValueError, match=r"w_hh must be \[3\*hidden_size, hidden_size\], got shape \(7, 4\)"):

@@ -195,6 +195,8 @@ def _check_layer(cell, values, offsets, w_ih, w_hh, b_ih, b_hh, states, w_hr=Non
         raise TypeError(f"values must be floating point, got {values.dtype}")
     offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
     batch = offsets.shape[0] - 1
+    _validate.check_tensor(w_ih, "w_ih")
+    _validate.check_tensor(w_hh, "w_hh")
     _validate.check_same_device_dtype(values, "values", w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr,
                                       **states)
     if w_hr is None:
