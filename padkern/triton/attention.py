@@ -291,9 +291,12 @@ _TUNING = {
 def _autotuned(kernel, block_d: int, element_size: int):
     """``kernel`` autotuned over the configs that fit shared memory at this row size."""
     inner, outer_tiles, options, key = _TUNING[kernel]
-    if kernel is _backward_dkv_kernel and block_d >= 128:
-        # Two float32 accumulator tiles (dK, dV) in 4 warps spill 168 B of registers per
-        # thread at bfloat16 D=128 (5,192 B at D=256 with 64 rows); 8 warps hold them.
+    if element_size >= 4 and block_d >= 64 or kernel is _backward_dkv_kernel and block_d >= 128:
+        # Registers: float32 and float64 dots run as FMA loops holding operand rows, and
+        # in 4 warps spilled up to 13,888 B per thread (float32 dQ at D=256; the forward
+        # 10,496 B at D=64), in 8 at most 2,008 B (float64 dK/dV at D=64; float32 dK/dV
+        # at D >= 128 about 1 KB, the rest under 400 B). dK/dV's two float32 accumulator
+        # tiles spill 168 B in 4 warps at bfloat16 D=128 too.
         options = tuple(dict.fromkeys((b, max(w, 8), s) for b, w, s in options))
     fitting = _fitting(options, outer_tiles, _tile_rows(block_d, element_size), block_d * element_size)
     return triton.autotune(configs=_configs(inner, fitting), key=key)(kernel)
