@@ -8,10 +8,6 @@ Tolerances are error bounds from the data: a result summing n products is compar
 its float64 truth within n * eps * (the same sum over absolute values), computed by the
 reference itself on |inputs|.
 """
-import os
-import shutil
-import subprocess
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,9 +16,9 @@ from hypothesis import strategies as st
 
 import padkern
 from padkern.ops.conv import left_padding
+from cpp_checks import needs_gxx, run_cpp_check
 from ragged_cases import EDGE_LENGTHS, offsets_of, random_ragged, split
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (C_in, C_out, kernel_size, groups, dilation, padding): depthwise (the fast path), dense,
 # groups in between, a depthwise multiplier (groups = C_in < C_out), even kernels, a
@@ -300,11 +296,7 @@ def test_native_op_checks_layout():
         torch.ops.padkern.ragged_conv1d(values, offsets_of([3, 3]), weight, bias, 1, 1, 1)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+@needs_gxx
 def test_index_maths(tmp_path):
     """csrc/include/padkern/conv1d_layout.h, which the CUDA kernels run, on the CPU."""
-    binary = tmp_path / "conv1d_layout_test"
-    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1", "-I", os.path.join(ROOT, "csrc", "include"),
-                    os.path.join(ROOT, "tests", "cpp", "conv1d_layout_test.cpp"), "-o", str(binary)], check=True)
-    done = subprocess.run([str(binary)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_cpp_check("conv1d_layout_test", tmp_path)

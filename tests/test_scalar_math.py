@@ -5,16 +5,11 @@ read from gcc's vectoriser report with the extension's own compiler flags."""
 import ast
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INCLUDE = os.path.join(ROOT, "csrc", "include")
-CPP = os.path.join(ROOT, "tests", "cpp")
-
-needs_gcc = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+from cpp_checks import CPP, INCLUDE, ROOT, needs_gxx, run_cpp_check
 
 
 def extension_cxx_flags():
@@ -26,16 +21,12 @@ def extension_cxx_flags():
     raise AssertionError("setup.py no longer defines CXX_FLAGS")
 
 
-@needs_gcc
+@needs_gxx
 def test_host_exp_against_libm(tmp_path):
-    binary = tmp_path / "scalar_math_test"
-    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2", "-I", INCLUDE,
-                    os.path.join(CPP, "scalar_math_test.cpp"), "-o", str(binary)], check=True)
-    done = subprocess.run([str(binary)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    run_cpp_check("scalar_math_test", tmp_path, optimisation="-O2")
 
 
-@needs_gcc
+@needs_gxx
 def test_gate_loops_vectorise_in_every_clone(tmp_path):
     source = os.path.join(CPP, "gate_loop_vectorises.cpp")
     done = subprocess.run(["g++", "-std=c++17", *extension_cxx_flags(), "-I", INCLUDE, "-c", source,
