@@ -99,6 +99,10 @@ def opaque_triton_ops(graph) -> list:
 
 def main() -> int:
     reason = missing_api()
+    if torch.version.cuda is None:
+        # Tracing onto fake CUDA tensors still reaches torch's CUDA runtime ("PyTorch is not
+        # linked with support for cuda devices"); a CPU-only torch never runs these kernels.
+        reason = f"torch {torch.__version__} is a CPU-only build"
     if reason:
         print(f"skipped: {reason}")
         return 0
