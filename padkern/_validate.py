@@ -56,6 +56,16 @@ def check_tensor(tensor, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
 
 
+def check_token_rows(values, name: str, layout: str) -> None:
+    """``values`` is a floating-point tensor of token rows, 2-D as ``layout`` names it
+    (e.g. "[L, input_size]")."""
+    check_tensor(values, name)
+    if values.dim() != 2:
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(values.shape)}")
+    if not values.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {values.dtype}")
+
+
 def check_offsets(offsets, total_rows, device: torch.device, name: str = "offsets") -> torch.Tensor:
     """Validate ``offsets`` against a values tensor of ``total_rows`` rows (None: any L);
     returns contiguous int64 offsets."""

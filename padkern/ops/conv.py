@@ -119,12 +119,8 @@ def _positive_int(value, name: str) -> int:
 
 
 def _prepare(values, offsets, weight, bias, padding, dilation, groups):
-    _validate.check_tensor(values, "values")
+    _validate.check_token_rows(values, "values", "[L, C_in]")
     _validate.check_tensor(weight, "weight")
-    if values.dim() != 2:
-        raise ValueError(f"values must be [L, C_in], got shape {tuple(values.shape)}")
-    if not values.is_floating_point():
-        raise TypeError(f"values must be floating point, got {values.dtype}")
     offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
     _validate.check_same_device_dtype(values, "values", weight=weight, bias=bias)
     dilation, groups = _positive_int(dilation, "dilation"), _positive_int(groups, "groups")

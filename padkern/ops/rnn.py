@@ -188,11 +188,7 @@ def _check_layer(cell, values, offsets, w_ih, w_hh, b_ih, b_hh, states, w_hr=Non
     """Validate one layer's arguments; returns (int64 offsets, H, B). With ``w_hr`` [P, H] (an
     LSTM with projections), w_hh is [4H, P] and h0 [B, P]."""
     gate_count = GATE_COUNT[cell]
-    _validate.check_tensor(values, "values")
-    if values.dim() != 2:
-        raise ValueError(f"values must be [L, input_size], got shape {tuple(values.shape)}")
-    if not values.is_floating_point():
-        raise TypeError(f"values must be floating point, got {values.dtype}")
+    _validate.check_token_rows(values, "values", "[L, input_size]")
     offsets = _validate.check_offsets(offsets, values.shape[0], values.device)
     batch = offsets.shape[0] - 1
     _validate.check_tensor(w_ih, "w_ih")
