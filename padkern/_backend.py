@@ -71,10 +71,15 @@ def why_unavailable(name: str, device: torch.device):
     raise AssertionError(name)
 
 
+def requested_name(requested) -> str:
+    """The backend asked for: the per-call choice, else ``use_backend``'s, else "auto"."""
+    return requested if requested is not None else (_forced[-1] if _forced else "auto")
+
+
 def resolve(requested, device: torch.device, op: str = None, dtype: torch.dtype = None) -> str:
     """The backend an op runs on: the per-call choice, else ``use_backend``'s, else auto
     (for ``op`` on ``dtype``: the public op's name, e.g. "masked_linear")."""
-    name = requested if requested is not None else (_forced[-1] if _forced else "auto")
+    name = requested_name(requested)
     _check_name(name)
     if name == "auto":
         if device.type != "cuda":

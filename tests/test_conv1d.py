@@ -82,7 +82,7 @@ def error_bounds(values, offsets, weight, bias, options, grad_output, eps):
     results, _ = run(values.abs().double(), offsets, weight.abs().double(),
                      None if bias is None else bias.abs().double(), options, "reference",
                      grad_output.abs().double())
-    c_in, (c_out, per_group, k) = values.shape[1], weight.shape
+    c_out, per_group, k = weight.shape
     terms = [per_group * k + 1, (c_out // options["groups"]) * k, values.shape[0] + 1, values.shape[0] + 1]
     # Inputs rounded to the compared dtype contribute eps each too.
     return [(n + 2) * eps * r + torch.finfo(torch.float64).tiny for n, r in zip(terms, results)]
@@ -117,6 +117,22 @@ def test_backend_matches_reference(kernel_backend, config, case):
     want, _ = run(values, offsets, weight, bias, options, "reference", grad_output)
     bounds = error_bounds(values, offsets, weight, bias, options, grad_output, torch.finfo(torch.float64).eps)
     assert_within(got, want, bounds, f"{config} {case} on {backend}")
+
+
+# The CPU's grouped routes at their edges: register blocks of several lanes and channel
+# tiles with a partial last one, more tokens than one weight-gradient chunk (256 rows) and
+# stage (64); and a weight past the direct kernels' budget (C_in/G x C_out/G x k > 2^18),
+# which takes the GEMM route.
+@pytest.mark.parametrize("config,lengths", [((38, 42, 3, 2, 1, "same"), [300, 0, 77, 200]),
+                                            ((330, 330, 3, 1, 2, "causal"), [40, 0, 9])],
+                         ids=["direct_long", "gemm_route"])
+def test_grouped_routes(kernel_backend, config, lengths):
+    device, backend = kernel_backend
+    values, offsets, weight, bias, options = make(lengths, config, device=device)
+    got, grad_output = run(values, offsets, weight, bias, options, backend)
+    want, _ = run(values, offsets, weight, bias, options, "reference", grad_output)
+    bounds = error_bounds(values, offsets, weight, bias, options, grad_output, torch.finfo(torch.float64).eps)
+    assert_within(got, want, bounds, f"{config} on {backend}")
 
 
 @pytest.mark.parametrize("config", ["depthwise_same", "groups_between", "dense_causal_even"])
@@ -255,13 +271,22 @@ def test_reduced_precision(kernel_backend, dtype):
         assert truth.shape == got.shape
 
 
-def test_deterministic(device_backend):
+@pytest.mark.parametrize("config", ["depthwise_same", "groups_between"])
+def test_deterministic(device_backend, config):
+    """Bitwise equal over repeated runs and, on the CPU, whatever the thread count: the
+    weight gradients sum fixed token chunks (more than one here) in a fixed order."""
     device, backend = device_backend
-    values, offsets, weight, bias, options = make([50, 3, 0, 200], CONFIGS["depthwise_same"], device=device)
+    values, offsets, weight, bias, options = make([300, 3, 0, 200], CONFIGS[config], device=device)
     first, grad_output = run(values, offsets, weight, bias, options, backend)
     second, _ = run(values, offsets, weight, bias, options, backend, grad_output)
-    for a, b in zip(first, second):
-        assert torch.equal(a, b)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_thread, _ = run(values, offsets, weight, bias, options, backend, grad_output)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(first, second, one_thread):
+        assert torch.equal(a, b) and torch.equal(a, c)
 
 
 @pytest.mark.parametrize("call,error,match", [

@@ -132,3 +132,16 @@ def test_cuda_graph_capture(route, dtype):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # dQ by flash accumulates with atomics: equal within its rounding, not bit for bit.
     torch.testing.assert_close(eager[2], captured[2])
+
+
+def test_cuda_head_dim_past_the_kernels():
+    """D=320: auto runs the reference on the GPU; the kernel backends refuse it by name."""
+    import padkern
+
+    q, k, v, _, offsets, _ = make_case([5, 0, 9], [5, 0, 9], 2, 1, 320, torch.float32, "cuda", 0)
+    got = padkern.ops.ragged_attention(q, k, v, offsets)
+    want = padkern.ops.ragged_attention(q, k, v, offsets, backend="reference")
+    assert torch.equal(got, want)
+    for backend in ("cuda", "triton"):
+        with pytest.raises(ValueError, match="takes head_dim up to 256 on a GPU"):
+            padkern.ops.ragged_attention(q, k, v, offsets, backend=backend)

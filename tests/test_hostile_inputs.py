@@ -395,6 +395,20 @@ def _raw_call(op, suffix, offsets):
         return fn("grouped_linear")(v, o, torch.randn(4, 3, generator=g), None, 1, False, 5)
     if op == "ragged_outer_bmm":
         return fn("ragged_outer_bmm")(v, torch.randn(5, 2, generator=g), o)
+    if op.startswith("conv1d"):
+        # left_pad 1 of k = 3: taps reach one token back and one forward.
+        groups = 3 if op == "conv1d_depthwise" else 1
+        weight = torch.randn(3, 3 // groups, 3, generator=g)
+        if op == "conv1d_backward":
+            return fn("ragged_conv1d_backward")(torch.randn(5, 3, generator=g), v, o, weight, 1, 1, groups,
+                                                [True, True, True])
+        return fn("ragged_conv1d")(v, o, weight, torch.randn(3, generator=g), 1, 1, groups)
+    if op.startswith("attention"):
+        q, k, val = (torch.randn(5, 2, 4, generator=g) for _ in range(3))
+        if op == "attention":
+            return fn("ragged_attention")(q, k, val, o, o, True, 0.5)
+        out, lse = torch.randn(5, 2, 4, generator=g), torch.randn(5, 2, generator=g)
+        return fn("ragged_attention_backward")(torch.randn(5, 2, 4, generator=g), q, k, val, out, lse, o, o, True, 0.5)
     gates = {"lstm_recurrence": 4, "gru_recurrence": 3, "rnn_recurrence": 1}[op] * H_RAW
     gates_x, w_hh = torch.randn(5, gates, generator=g), torch.randn(gates, H_RAW, generator=g)
     if op == "rnn_recurrence":
@@ -405,7 +419,8 @@ def _raw_call(op, suffix, offsets):
 
 
 RAW_OPS = ["pad", "unpad", "segment_max", "segment_mean", "segment_softmax", "grouped_linear", "ragged_outer_bmm",
-           "lstm_recurrence", "gru_recurrence", "rnn_recurrence"]
+           "lstm_recurrence", "gru_recurrence", "rnn_recurrence", "conv1d", "conv1d_depthwise", "conv1d_backward",
+           "attention", "attention_backward"]
 RAW_CASES = [(op, name, suffix) for op in RAW_OPS for name in RAW_OFFSETS for suffix in ("", "_triton")]
 
 

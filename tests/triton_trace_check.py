@@ -30,6 +30,7 @@ from triton_compile_check import CompileOnlyDriver, missing_api, triton_driver  
 
 import padkern  # noqa: E402
 from padkern import ops  # noqa: E402
+from padkern.triton import attention as triton_attention, conv as triton_conv  # noqa: E402
 from padkern.triton import padding as triton_padding, rnn as triton_rnn  # noqa: E402
 
 KERNEL_LAUNCH = torch.ops.higher_order.triton_kernel_wrapper_functional
@@ -51,6 +52,9 @@ def cases(fake):
     w_ih_rnn, w_hh_rnn = fake(torch.randn(hidden, 16)), fake(torch.randn(hidden, hidden))
     state, rows = fake(torch.randn(batch, hidden)), fake(torch.randn(tokens, hidden))
     gates4, gates3 = fake(torch.randn(tokens, 4 * hidden)), fake(torch.randn(tokens, 3 * hidden))
+    conv_weight, depthwise_weight = fake(torch.randn(16, 8, 3)), fake(torch.randn(16, 1, 4))
+    queries, keys = fake(torch.randn(tokens, 2, 16)), fake(torch.randn(tokens, 1, 16))
+    lse = fake(torch.randn(tokens, 2))
     return [
         ("ragged_bmm", lambda v, o, w: ops.ragged_bmm(v, o, w, backend="triton"), (values, offsets, weights)),
         ("ragged_outer_bmm", lambda v, o: ops.ragged_outer_bmm(v, v, o, backend="triton"), (values, offsets)),
@@ -74,6 +78,20 @@ def cases(fake):
             r, s, g, r, r, o, w, s, True)[0], (gates3, state, offsets, w_hh_gru, rows)),
         ("rnn backward", lambda s, o, w, r: triton_rnn.rnn_recurrence_backward_triton(
             r, s, r, o, w, s, 0, False)[0], (state, offsets, w_hh_rnn, rows)),
+        ("conv1d grouped", lambda v, o, w: ops.ragged_conv1d(v, o, w, groups=2, backend="triton"),
+         (values, offsets, conv_weight)),
+        ("conv1d depthwise causal", lambda v, o, w: ops.ragged_conv1d(v, o, w, groups=16, padding="causal",
+                                                                       backend="triton"),
+         (values, offsets, depthwise_weight)),
+        ("conv1d backward", lambda v, o, w: triton_conv.ragged_conv1d_backward_triton(
+            v, v, o, w, 1, 1, 2, [True, True, True]), (values, offsets, conv_weight)),
+        ("conv1d depthwise backward", lambda v, o, w: triton_conv.ragged_conv1d_backward_triton(
+            v, v, o, w, 3, 1, 16, [True, True, True]), (values, offsets, depthwise_weight)),
+        ("attention causal grouped-query", lambda q, k, o: ops.ragged_attention(q, k, k, o, causal=True,
+                                                                                backend="triton"),
+         (queries, keys, offsets)),
+        ("attention backward", lambda q, k, o, m: triton_attention.ragged_attention_backward_triton(
+            q, q, k, k, q, m, o, o, False, 0.25), (queries, keys, offsets, lse)),
     ]
 
 

@@ -12,6 +12,7 @@
 
 #include "linear_gemm.h"
 #include "padkern/ragged_layout.h"
+#include "padkern/vector_clones.h"  // the gate loops' clones
 
 namespace padkern {
 namespace cpu {
@@ -36,13 +37,6 @@ inline RaggedSchedule make_schedule(const int64_t* offsets, int64_t batch) {
   return s;
 }
 
-// The gate loops are compiled for AVX-512, AVX2 and baseline x86-64 and the best
-// one the machine supports is picked when the library loads (4x to 16x wide).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PADKERN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PADKERN_VECTOR_CLONES
-#endif
 
 // Gate work per sequence is ~30 flops x H: keep tasks around 4K hidden units.
 inline int64_t sequences_per_task(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }

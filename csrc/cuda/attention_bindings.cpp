@@ -130,7 +130,7 @@ cuda::AttentionArgs attention_args(const at::Tensor& q, const at::Tensor& k, con
 
 void check_own_head_dim(const at::Tensor& q) {
   TORCH_CHECK(q.size(2) <= cuda::kAttentionMaxHeadDim, "padkern: the cuda backend's attention kernel takes head_dim up to ",
-              cuda::kAttentionMaxHeadDim, ", got ", q.size(2), "; use backend='triton'");
+              cuda::kAttentionMaxHeadDim, ", got ", q.size(2), "; backend='reference' takes any");
 }
 
 std::tuple<at::Tensor, at::Tensor> ragged_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -40,6 +40,8 @@ const void* bias_pointer(const c10::optional<at::Tensor>& bias, const at::Tensor
 }
 
 struct CudaKernels {
+  // Grouped convolutions take the GEMM route (cuBLAS) on a GPU.
+  static constexpr bool kHasGroupedDirect = false;
   // Contents are never read on the host here: see the file comment.
   static void check_offsets(const at::Tensor&, int64_t) {}
 

@@ -23,6 +23,7 @@ import functools
 import os
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 import triton
 import triton.language as tl
 from .._backend import triton_interpreted
@@ -303,8 +304,12 @@ def _autotuned(kernel, block_d: int, element_size: int):
 
 
 def _device(q):
-    """Triton launches on the current CUDA device, so make it q's."""
-    return torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
+    """Triton launches on the current CUDA device, so make it q's. Not while torch.compile
+    traces the op on fake tensors: that launches nothing (the compiled code guards its own
+    devices), and switching would initialise CUDA at trace time."""
+    if not q.is_cuda or is_fake(q):
+        return contextlib.nullcontext()
+    return torch.cuda.device(q.device)
 
 
 def _check(op: str, q, k, v, offsets, kv_offsets) -> None:

@@ -5,8 +5,9 @@
 #include <cstdint>
 
 #include "padkern/rnn_cells.h"
+#include "padkern/vector_clones.h"
 
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONES PADKERN_VECTOR_CLONES
 
 using padkern::GruStep;
 using padkern::LstmStep;

@@ -11,6 +11,14 @@
 //   shifted_rows(x [L, C], offsets, shift) -> [L, C]: row t is x[t + shift] when that row is
 //       in t's sequence, else zeros
 //
+// A backend that also has direct grouped kernels (the CPU: csrc/cpu/conv1d_grouped.h) sets
+// kHasGroupedDirect and supplies, for the shapes where grouped_direct(shape) says so:
+//
+//   grouped(x [L, G * C], offsets, taps_weight [G, k, C, N], bias?, taps, out [L, G * N])
+//       out[t, g * N + n] = bias + sum_j sum_c taps_weight[g, j, c, n] * x[source_j(t), g * C + c]
+//   grouped_weight_grad(grad [L, G * N], x [L, G * C], offsets, groups, taps) -> [G, k, C, N]
+//       (accumulation dtype) sum over t of x[source_j(t), g * C + c] * grad[t, g * N + n]
+//
 // Depthwise (groups == C_in == C_out) is one pass over the real tokens. Any other groups
 // is im2col-free: out = sum_j shift_j(x) @ W_j^T computed as sum_j shift_j(x @ W_j^T),
 // one GEMM over the L real tokens against every tap at once ([L, C_in/G] x [C_in/G, k
@@ -74,6 +82,16 @@ inline at::Tensor input_grad_tap_matrix(const at::Tensor& weight, const ConvShap
       .reshape({s.groups, s.out_per_group(), s.kernel_size * s.in_per_group()});
 }
 
+// [C_out, C_in/G, k] -> [G, k, C_in/G, C_out/G] (a view): entry (g, j, c, n) is weight[g * N + n, c, j].
+inline at::Tensor grouped_forward_weight(const at::Tensor& weight, const ConvShape& s) {
+  return weight.view({s.groups, s.out_per_group(), s.in_per_group(), s.kernel_size}).permute({0, 3, 2, 1});
+}
+
+// [C_out, C_in/G, k] -> [G, k, C_out/G, C_in/G] (a view): entry (g, j, n, c) is weight[g * N + n, c, j].
+inline at::Tensor grouped_input_grad_weight(const at::Tensor& weight, const ConvShape& s) {
+  return weight.view({s.groups, s.out_per_group(), s.in_per_group(), s.kernel_size}).permute({0, 3, 1, 2});
+}
+
 // [L, G * C] -> [G, L, C] (a view).
 inline at::Tensor by_group(const at::Tensor& rows, int64_t groups) {
   return rows.view({rows.size(0), groups, rows.size(1) / groups}).transpose(0, 1);
@@ -83,6 +101,17 @@ inline at::Tensor by_group(const at::Tensor& rows, int64_t groups) {
 // tap's weights contiguously.
 inline at::Tensor depthwise_taps_weight(const at::Tensor& weight) {
   return weight.select(1, 0).t().to(at::toOpMathType(weight.scalar_type())).contiguous();
+}
+
+// Whether the direct grouped kernels take this shape. A backend without them
+// (kHasGroupedDirect false) never compiles their calls: each sits under `if constexpr`.
+template <class Kernels>
+bool grouped_direct(const ConvShape& s) {
+  if constexpr (Kernels::kHasGroupedDirect) {
+    return Kernels::grouped_direct(s);
+  } else {
+    return false;
+  }
 }
 
 template <class Kernels>
@@ -98,6 +127,8 @@ at::Tensor conv1d_forward(const at::Tensor& values, const at::Tensor& offsets, c
   const ConvTaps taps = forward_taps(s.kernel_size, left_pad, dilation);
   if (s.depthwise()) {
     Kernels::depthwise(x, offsets, depthwise_taps_weight(weight), b, taps, out);
+  } else if (grouped_direct<Kernels>(s)) {
+    if constexpr (Kernels::kHasGroupedDirect) Kernels::grouped(x, offsets, grouped_forward_weight(weight.contiguous(), s), b, taps, out);
   } else {
     const at::Tensor y = at::bmm(by_group(x, s.groups), forward_tap_matrix(weight.contiguous(), s));
     Kernels::gather_taps(y, offsets, taps, b, out);
@@ -129,6 +160,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv1d_backward(const at::Tensor&
       const ConvTaps taps = mirrored_taps(s.kernel_size, left_pad, dilation);
       if (s.depthwise()) {
         Kernels::depthwise(grad, offsets, depthwise_taps_weight(weight), c10::nullopt, taps, grad_values);
+      } else if (grouped_direct<Kernels>(s)) {
+        if constexpr (Kernels::kHasGroupedDirect) Kernels::grouped(grad, offsets, grouped_input_grad_weight(weight.contiguous(), s), c10::nullopt, taps,
+                         grad_values);
       } else {
         const at::Tensor z = at::bmm(by_group(grad, s.groups), input_grad_tap_matrix(weight.contiguous(), s));
         Kernels::gather_taps(z, offsets, taps, c10::nullopt, grad_values);
@@ -141,6 +175,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv1d_backward(const at::Tensor&
     } else if (s.depthwise()) {
       const at::Tensor per_tap = Kernels::depthwise_weight_grad(grad, x, offsets, forward_taps(s.kernel_size, left_pad, dilation));
       grad_weight = per_tap.t().unsqueeze(1).to(weight.scalar_type()).contiguous();
+    } else if (grouped_direct<Kernels>(s)) {
+      if constexpr (Kernels::kHasGroupedDirect) {
+        const at::Tensor per_tap = Kernels::grouped_weight_grad(grad, x, offsets, s.groups,
+                                                                forward_taps(s.kernel_size, left_pad, dilation));
+        grad_weight = per_tap.permute({0, 3, 2, 1})
+                          .reshape({s.out_channels, s.in_per_group(), s.kernel_size})
+                          .to(weight.scalar_type())
+                          .contiguous();
+      }
     } else {
       // One [C_out/G, L] x [L, C_in/G] GEMM per group and tap, over a copy of x's rows
       // shifted within their sequences (zero rows where a tap falls outside): each tap's

@@ -1,0 +1,160 @@
+// Direct CPU kernels of the grouped ragged convolution (few channels per group, see
+// grouped_direct in conv1d.cpp): register tiles, no intermediate in memory. The GEMM route
+// of conv1d_plan.h writes k per-tap products [L, k C_out] and reads them back, so with 16
+// channels per group it is memory-bound at a fifth of the GEMM rate; here each output tile
+// stays in registers from its first multiply-add to its store.
+//
+// Shapes: G groups, C input and N output channels per group, k taps, W lanes per register.
+//   grouped_tokens:      out [L, G N] = bias + sum_j sum_c x[source_j(t), g C + c] * taps_weight[g, j, c, :]
+//                        taps_weight [G, k, C, N_pad] and bias_lanes [G, N_pad] hold zeros past N.
+//   grouped_weight_grad_tokens: partial [k, C_pad, N_pad] += sum_t x[source_j(t), g C + c] * grad[t, g N + n]
+//                        for one group g and a range of tokens.
+// A register holds W = Bytes / sizeof(accumulator) lanes (gcc/clang vector extensions: one
+// zmm or ymm, or a pair of narrower registers in the baseline clone).
+#pragma once
+#include <ATen/OpMathType.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "padkern/conv1d_layout.h"
+#include "padkern/vector_clones.h"
+
+namespace padkern {
+namespace cpu {
+
+struct GroupedShape {
+  int64_t groups, in_per_group, out_per_group, out_lanes;  // out_lanes: N rounded up to W
+  int64_t in_width() const { return groups * in_per_group; }
+  int64_t out_width() const { return groups * out_per_group; }
+};
+
+// Tokens per forward register tile (8 accumulators), and input channels per weight-gradient
+// register tile (8 accumulators).
+constexpr int64_t kTokenTile = 8;
+constexpr int64_t kChannelTile = 8;
+// Tokens whose gradient rows are staged at once in the weight gradient (L1-resident).
+constexpr int64_t kStageTokens = 64;
+
+// Register width of the clone the loader picks: 64 bytes with AVX-512, else 32.
+inline int register_bytes() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const int bytes = __builtin_cpu_supports("x86-64-v4") ? 64 : 32;
+  return bytes;
+#else
+  return 32;
+#endif
+}
+
+// sources[j * tile + i]: the row token t0 + i reads through tap j, or zero_row where that
+// falls outside its sequence or i >= count. `b`/`span` carry the sequence walk across calls.
+template <typename scalar_t>
+void tile_sources(const int64_t* offsets, int64_t batch, int64_t rows, int64_t t0, int64_t count, int64_t tile,
+                  ConvTaps taps, int64_t width, const scalar_t* x, const scalar_t* zero_row, int64_t& b,
+                  SequenceSpan& span, const scalar_t** sources) {
+  for (int64_t i = 0; i < tile; ++i) {
+    const int64_t t = t0 + i;
+    if (i < count) {
+      while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
+    }
+    for (int64_t j = 0; j < taps.count; ++j) {
+      const int64_t source = i < count ? tap_source(t, tap_shift(taps, j), span) : -1;
+      sources[j * tile + i] = source < 0 ? zero_row : x + source * width;
+    }
+  }
+}
+
+template <typename scalar_t, int Bytes>
+PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offsets, int64_t batch, int64_t rows,
+                                          GroupedShape s, const at::opmath_type<scalar_t>* taps_weight,
+                                          const at::opmath_type<scalar_t>* bias_lanes, ConvTaps taps,
+                                          const scalar_t* zero_row, int64_t begin, int64_t end, scalar_t* out) {
+  using A = at::opmath_type<scalar_t>;
+  typedef A Vec __attribute__((vector_size(Bytes)));
+  constexpr int64_t W = Bytes / sizeof(A);
+  const int64_t C = s.in_per_group, N = s.out_per_group;
+  std::vector<const scalar_t*> sources(taps.count * kTokenTile);
+  int64_t b = sequence_of_token(offsets, batch, begin);
+  SequenceSpan span = sequence_span(offsets, b, rows);
+  for (int64_t t0 = begin; t0 < end; t0 += kTokenTile) {
+    const int64_t count = std::min(kTokenTile, end - t0);
+    tile_sources(offsets, batch, rows, t0, count, kTokenTile, taps, s.in_width(), x, zero_row, b, span,
+                 sources.data());
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t n0 = 0; n0 < N; n0 += W) {
+        Vec acc[kTokenTile];
+        Vec init;
+        std::memcpy(&init, bias_lanes + g * s.out_lanes + n0, sizeof init);
+        for (int64_t i = 0; i < kTokenTile; ++i) acc[i] = init;
+        for (int64_t j = 0; j < taps.count; ++j) {
+          const scalar_t* const* tap_rows = sources.data() + j * kTokenTile;
+          const A* w = taps_weight + (g * taps.count + j) * C * s.out_lanes + n0;
+          for (int64_t c = 0; c < C; ++c, w += s.out_lanes) {
+            Vec lanes;
+            std::memcpy(&lanes, w, sizeof lanes);
+            const int64_t column = g * C + c;
+            for (int64_t i = 0; i < kTokenTile; ++i) acc[i] += static_cast<A>(tap_rows[i][column]) * lanes;
+          }
+        }
+        const int64_t valid = std::min(W, N - n0);
+        for (int64_t i = 0; i < count; ++i) {
+          scalar_t* o = out + (t0 + i) * s.out_width() + g * N + n0;
+          for (int64_t l = 0; l < valid; ++l) o[l] = static_cast<scalar_t>(acc[i][l]);
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int Bytes>
+PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, const scalar_t* x, const int64_t* offsets,
+                                               int64_t batch, int64_t rows, GroupedShape s, int64_t in_lanes,
+                                               ConvTaps taps, const scalar_t* zero_row, int64_t g, int64_t begin,
+                                               int64_t end, at::opmath_type<scalar_t>* partial) {
+  using A = at::opmath_type<scalar_t>;
+  typedef A Vec __attribute__((vector_size(Bytes)));
+  constexpr int64_t W = Bytes / sizeof(A);
+  const int64_t C = s.in_per_group, N = s.out_per_group, NP = s.out_lanes;
+  std::fill(partial, partial + taps.count * in_lanes * NP, A(0));
+  std::vector<A> staged(kStageTokens * NP, A(0));
+  std::vector<const scalar_t*> sources(taps.count * kStageTokens);
+  int64_t b = sequence_of_token(offsets, batch, begin);
+  SequenceSpan span = sequence_span(offsets, b, rows);
+  for (int64_t t0 = begin; t0 < end; t0 += kStageTokens) {
+    const int64_t count = std::min(kStageTokens, end - t0);
+    // Group g's gradient lanes of each token, zero past N, so a register load never reads
+    // past a row.
+    for (int64_t i = 0; i < count; ++i) {
+      const scalar_t* row = grad + (t0 + i) * s.out_width() + g * N;
+      for (int64_t n = 0; n < N; ++n) staged[i * NP + n] = static_cast<A>(row[n]);
+    }
+    tile_sources(offsets, batch, rows, t0, count, kStageTokens, taps, s.in_width(), x, zero_row, b, span,
+                 sources.data());
+    for (int64_t j = 0; j < taps.count; ++j) {
+      const scalar_t* const* tap_rows = sources.data() + j * kStageTokens;
+      for (int64_t c0 = 0; c0 < C; c0 += kChannelTile) {
+        // Channels past C repeat the last one (a valid read); their sums land in the rows
+        // of partial past C, which the caller drops.
+        int64_t columns[kChannelTile];
+        for (int64_t r = 0; r < kChannelTile; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
+        for (int64_t n0 = 0; n0 < N; n0 += W) {
+          A* block = partial + (j * in_lanes + c0) * NP + n0;
+          Vec acc[kChannelTile];
+          for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(&acc[r], block + r * NP, sizeof(Vec));
+          for (int64_t i = 0; i < count; ++i) {
+            Vec lanes;
+            std::memcpy(&lanes, staged.data() + i * NP + n0, sizeof lanes);
+            const scalar_t* row = tap_rows[i];
+            for (int64_t r = 0; r < kChannelTile; ++r) acc[r] += static_cast<A>(row[columns[r]]) * lanes;
+          }
+          for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(block + r * NP, &acc[r], sizeof(Vec));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace padkern
