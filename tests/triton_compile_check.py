@@ -18,7 +18,6 @@ line per case; exits 1 on the first failure, or prints ``skipped: <why>`` and ex
 """
 import argparse
 import contextlib
-import functools
 import os
 import sys
 import time

@@ -22,7 +22,7 @@ assert os.environ.get("TRITON_INTERPRET", "0") != "1", "tracing the GPU path nee
 os.environ["PADKERN_TRITON_AUTOTUNE"] = "0"
 
 import torch  # noqa: E402
-from functorch.compile import default_partition, make_boxed_func  # noqa: E402
+from functorch.compile import make_boxed_func  # noqa: E402
 from torch._functorch.aot_autograd import aot_function  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode  # noqa: E402
 
