@@ -255,7 +255,7 @@ def test_reduced_precision(kernel_backend, dtype):
     device, backend = kernel_backend
     if backend == "triton" and dtype == torch.bfloat16 and device == "cpu":
         pytest.skip("the Triton interpreter computes bfloat16 tl.dot wrongly (see README)")
-    for config in ("depthwise_same", "dense_same"):
+    for config in ("depthwise_same", "dense_same", "groups_between"):
         values, offsets, weight, bias, options = make([20, 0, 9], CONFIGS[config], device=device)
         truth = per_sequence_torch(values.cpu(), offsets.cpu(), weight.cpu(), bias.cpu(), **options)
         low = [t.to(dtype) for t in (values, weight, bias)]

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "padkern/softmax_rows.h"
 #include "padkern/tensor_checks.h"
 #include "reduced_precision.h"
 #include "tile_gemm.h"
@@ -82,16 +83,10 @@ void mask_future(T* scores, int64_t rows, int64_t cols, int64_t first, int64_t k
 template <typename T>
 T online_softmax_row(T* row, int64_t cols, T& peak, T& total) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
-  T row_peak = neg_inf;
-  for (int64_t j = 0; j < cols; ++j) row_peak = row[j] > row_peak ? row[j] : row_peak;
-  const T new_peak = std::max(peak, row_peak);
+  const T new_peak = std::max(peak, row_peak(row, cols));
   const T shift = new_peak == neg_inf ? T(0) : new_peak;
   const T rescale = std::exp(peak - shift);
-  T sum = 0;
-  for (int64_t j = 0; j < cols; ++j) {
-    row[j] = std::exp(row[j] - shift);
-    sum += row[j];
-  }
+  const T sum = exp_shifted_row(row, cols, shift);
   total = total * rescale + sum;
   peak = new_peak;
   return rescale;
@@ -204,8 +199,11 @@ void backward_kernel(const Problem& p, const T* grad_out, const T* q, const T* k
             const T shift = row_lse[i];
             T* row = s + i * cols;
             // lse -inf: the row had no weight at all (out 0), so no score gets a gradient.
-            for (int64_t j = 0; j < cols; ++j)
-              row[j] = (shift == neg_inf || row[j] == neg_inf) ? T(0) : std::exp(row[j] - shift);
+            if (shift == neg_inf) {
+              std::fill(row, row + cols, T(0));
+            } else {
+              exp_shifted_row(row, cols, shift);
+            }
           }
           // dV += P^T dO; dP = dO V^T; dS = P (dP - delta); dQ += scale dS K; dK += scale dS^T Q.
           gemm_row_major<T>(true, false, cols, dim, rows, T(1), s, cols, grad_out + q_start, ldq, T(1),

@@ -40,8 +40,11 @@ constexpr int64_t kStageTokens = 64;
 
 // Register width of the clone the loader picks: 64 bytes with AVX-512, else 32.
 inline int register_bytes() {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
   static const int bytes = __builtin_cpu_supports("x86-64-v4") ? 64 : 32;
+  return bytes;
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const int bytes = __builtin_cpu_supports("avx512f") ? 64 : 32;
   return bytes;
 #else
   return 32;

@@ -12,7 +12,7 @@
 //       in t's sequence, else zeros
 //
 // A backend that also has direct grouped kernels (the CPU: csrc/cpu/conv1d_grouped.h) sets
-// kHasGroupedDirect and supplies, for the shapes where grouped_direct(shape) says so:
+// kHasGroupedDirect and supplies, for the shapes where grouped_direct(shape, dtype) says so:
 //
 //   grouped(x [L, G * C], offsets, taps_weight [G, k, C, N], bias?, taps, out [L, G * N])
 //       out[t, g * N + n] = bias + sum_j sum_c taps_weight[g, j, c, n] * x[source_j(t), g * C + c]
@@ -106,9 +106,9 @@ inline at::Tensor depthwise_taps_weight(const at::Tensor& weight) {
 // Whether the direct grouped kernels take this shape. A backend without them
 // (kHasGroupedDirect false) never compiles their calls: each sits under `if constexpr`.
 template <class Kernels>
-bool grouped_direct(const ConvShape& s) {
+bool grouped_direct(const ConvShape& s, at::ScalarType dtype) {
   if constexpr (Kernels::kHasGroupedDirect) {
-    return Kernels::grouped_direct(s);
+    return Kernels::grouped_direct(s, dtype);
   } else {
     return false;
   }
@@ -127,7 +127,7 @@ at::Tensor conv1d_forward(const at::Tensor& values, const at::Tensor& offsets, c
   const ConvTaps taps = forward_taps(s.kernel_size, left_pad, dilation);
   if (s.depthwise()) {
     Kernels::depthwise(x, offsets, depthwise_taps_weight(weight), b, taps, out);
-  } else if (grouped_direct<Kernels>(s)) {
+  } else if (grouped_direct<Kernels>(s, x.scalar_type())) {
     if constexpr (Kernels::kHasGroupedDirect) Kernels::grouped(x, offsets, grouped_forward_weight(weight.contiguous(), s), b, taps, out);
   } else {
     const at::Tensor y = at::bmm(by_group(x, s.groups), forward_tap_matrix(weight.contiguous(), s));
@@ -160,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv1d_backward(const at::Tensor&
       const ConvTaps taps = mirrored_taps(s.kernel_size, left_pad, dilation);
       if (s.depthwise()) {
         Kernels::depthwise(grad, offsets, depthwise_taps_weight(weight), c10::nullopt, taps, grad_values);
-      } else if (grouped_direct<Kernels>(s)) {
+      } else if (grouped_direct<Kernels>(s, x.scalar_type())) {
         if constexpr (Kernels::kHasGroupedDirect) Kernels::grouped(grad, offsets, grouped_input_grad_weight(weight.contiguous(), s), c10::nullopt, taps,
                          grad_values);
       } else {
@@ -175,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv1d_backward(const at::Tensor&
     } else if (s.depthwise()) {
       const at::Tensor per_tap = Kernels::depthwise_weight_grad(grad, x, offsets, forward_taps(s.kernel_size, left_pad, dilation));
       grad_weight = per_tap.t().unsqueeze(1).to(weight.scalar_type()).contiguous();
-    } else if (grouped_direct<Kernels>(s)) {
+    } else if (grouped_direct<Kernels>(s, x.scalar_type())) {
       if constexpr (Kernels::kHasGroupedDirect) {
         const at::Tensor per_tap = Kernels::grouped_weight_grad(grad, x, offsets, s.groups,
                                                                 forward_taps(s.kernel_size, left_pad, dilation));

@@ -1,0 +1,48 @@
+// The CPU attention's per-row softmax loops (csrc/cpu/attention.cpp), vectorised in every
+// clone: exp is host_exp (no libm call, which kept these loops scalar: a third of the
+// forward's time), and the max a simd reduction. tests/test_scalar_math.py checks that
+// every clone vectorises them.
+#pragma once
+#include <cstdint>
+#include <limits>
+
+#include "padkern/scalar_math.h"
+#include "padkern/vector_clones.h"
+
+namespace padkern {
+
+// The largest entry of row[0, cols), -inf for none. A NaN entry may or may not win; its
+// row's softmax is NaN either way.
+template <typename T>
+PADKERN_VECTOR_CLONES T row_peak(const T* __restrict row, int64_t cols) {
+  T peak = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : peak)
+  for (int64_t j = 0; j < cols; ++j) peak = row[j] > peak ? row[j] : peak;
+  return peak;
+}
+
+// row[j] = exp(row[j] - shift), in place; returns their sum. A -inf entry (a masked key)
+// gives exactly 0 whatever the shift, NaN included, so a NaN row reaches only the keys it
+// sees; otherwise as std::exp (exp(-inf) 0, NaN stays NaN, exp(+inf) inf), but finite
+// arguments below -87 (float) give e^-87 instead of a denormal or 0.
+template <typename T>
+PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  T sum = 0;
+  if (shift != shift) {  // NaN: the rare row whose scores hold a NaN
+    for (int64_t j = 0; j < cols; ++j) sum += row[j] = row[j] == neg_inf ? T(0) : shift;
+    return sum;
+  }
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < cols; ++j) {
+    const T score = row[j], x = score - shift;
+    // Masked keys are zeroed by a factor, not a select: gcc keeps a select on the loop's
+    // input scalar (as in host_exp's history). host_exp(-inf) is finite, so the product is 0.
+    const T keep = static_cast<T>((score != neg_inf) & (x != neg_inf));
+    row[j] = host_exp(x) * keep;
+    sum += row[j];
+  }
+  return sum;
+}
+
+}  // namespace padkern
