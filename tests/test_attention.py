@@ -158,6 +158,26 @@ def test_no_keys_gives_zero_and_zero_gradients(device_backend):
     assert all(torch.isfinite(t).all() for t in (out, grad_q, grad_k, grad_v))
 
 
+def test_nan_row_reaches_only_the_keys_it_sees(device_backend):
+    """Causal: query 0's score against key 0 is inf - inf = NaN, so row 0 is NaN, yet key 1 (past
+    query 0's mask) gets finite gradients, as the reference gives. (Query 1's gradient is NaN
+    there too: its zero weight on key 0 meets k0's infinities, 0 * inf.)"""
+    device, backend = device_backend
+    skip_missing(backend)
+    inf = float("inf")
+    q = torch.tensor([[[1.0, 1.0]], [[-1.0, 1.0]]], dtype=torch.float64, device=device)
+    k = torch.tensor([[[inf, -inf]], [[0.0, 0.0]]], dtype=torch.float64, device=device)
+    v = torch.tensor([[[1.0, 2.0]], [[3.0, -1.0]]], dtype=torch.float64, device=device)
+    offsets = torch.tensor([0, 2], device=device)
+    got = forward_backward(q, k, v, offsets, None, True, backend)
+    want = forward_backward(q, k, v, offsets, None, True, "reference")
+    out, grad_q, grad_k, grad_v = got
+    assert out[0].isnan().all() and out[1].isfinite().all()
+    assert grad_k[1].isfinite().all() and grad_v[1].isfinite().all()
+    for name, a, b in zip(("out", "grad_q", "grad_k", "grad_v"), got, want):
+        torch.testing.assert_close(a, b, equal_nan=True, msg=lambda m: f"{name} on {backend}: {m}")
+
+
 def test_every_output_written(kernel_backend):
     device, backend = kernel_backend
     skip_missing(backend)

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "padkern/attention_tile.h"
 #include "padkern/softmax_rows.h"
 #include "padkern/tensor_checks.h"
 #include "reduced_precision.h"
@@ -210,8 +211,10 @@ void backward_kernel(const Problem& p, const T* grad_out, const T* q, const T* k
                             grad_v + key_offset, ldk);
           gemm_row_major<T>(false, true, rows, cols, dim, T(1), grad_out + q_start, ldq, v + key_offset, ldk, T(0),
                             ds, cols);
-          for (int64_t i = 0; i < rows; ++i)
-            for (int64_t j = 0; j < cols; ++j) ds[i * cols + j] = s[i * cols + j] * (ds[i * cols + j] - delta[i]);
+          for (int64_t i = 0; i < rows; ++i) {
+            for (int64_t j = 0; j < cols; ++j) ds[i * cols + j] = score_gradient(s[i * cols + j], ds[i * cols + j],
+                                                                                 delta[i]);
+          }
           gemm_row_major<T>(false, false, rows, dim, cols, scale, ds, cols, k + key_offset, ldk, T(1),
                             grad_q + q_start, ldq);
           gemm_row_major<T>(true, false, cols, dim, rows, scale, ds, cols, q + q_start, ldq, T(1),

@@ -216,7 +216,8 @@ def _backward_dq_kernel(
                 keep = keep & (o_n[None, :] <= o_m[:, None])
             b_p = tl.where(keep, tl.exp(s - lse[:, None]), 0.0)
             b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=PRECISION, out_dtype=ACC)
-            b_ds = b_p * (b_dp - delta[:, None])
+            # A masked score (p = 0) gets no gradient, even in a NaN row (delta NaN).
+            b_ds = tl.where(b_p == 0.0, 0.0, b_p * (b_dp - delta[:, None]))
             b_dq = tl.dot(b_ds.to(b_k.dtype), b_k, b_dq, input_precision=PRECISION, out_dtype=ACC)
         b_dq = _scaled(b_dq, scale_hi, scale_lo, ACC)
         tl.store(p_dq + rows[:, None] + o_d[None, :], b_dq.to(p_dq.dtype.element_ty), mask=m_rows)
@@ -273,7 +274,7 @@ def _backward_dkv_kernel(
                 b_pt = tl.where(keep, tl.exp(s_t - lse[None, :]), 0.0)
                 b_dv = tl.dot(b_pt.to(b_do.dtype), b_do, b_dv, input_precision=PRECISION, out_dtype=ACC)
                 b_dpt = tl.dot(b_v, tl.trans(b_do), input_precision=PRECISION, out_dtype=ACC)
-                b_dst = b_pt * (b_dpt - delta[None, :])
+                b_dst = tl.where(b_pt == 0.0, 0.0, b_pt * (b_dpt - delta[None, :]))
                 b_dk = tl.dot(b_dst.to(b_q.dtype), b_q, b_dk, input_precision=PRECISION, out_dtype=ACC)
         b_dk = _scaled(b_dk, scale_hi, scale_lo, ACC)
         tl.store(p_dk + kv_rows[:, None] + o_d[None, :], b_dk.to(p_dk.dtype.element_ty), mask=m_kv)

@@ -91,6 +91,7 @@ void score_gradient_matches_finite_differences(std::mt19937& rng) {
   }
   expect(padkern::probability_from_lse<double>(1.0, -INFINITY, true) == 0.0, "no probability without keys");
   expect(padkern::probability_from_lse(1.0, 0.5, false) == 0.0, "no probability past the mask");
+  expect(padkern::score_gradient<double>(0.0, 1.0, NAN) == 0.0, "no gradient past the mask, even in a NaN row");
 }
 
 // Causal: query i sees keys 0..i; a tile walks every key any of its rows sees and no key

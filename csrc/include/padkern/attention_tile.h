@@ -67,9 +67,11 @@ PADKERN_HOST_DEVICE A probability_from_lse(A s, A lse, bool visible) {
   return visible && lse != -static_cast<A>(INFINITY) ? PADKERN_EXP(s - lse) : A(0);
 }
 
+// A score with no probability (masked, or no keys) gets no gradient even when its row's
+// delta is NaN: NaN in a row reaches only the keys that row sees, not its masked ones.
 template <typename A>
 PADKERN_HOST_DEVICE A score_gradient(A p, A dp, A delta) {
-  return p * (dp - delta);
+  return p == A(0) ? A(0) : p * (dp - delta);
 }
 
 // Keys a query at position `row` of its sequence sees: [0, key_limit). Causal: keys 0..row.
