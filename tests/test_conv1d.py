@@ -257,18 +257,19 @@ def test_reduced_precision(kernel_backend, dtype):
         pytest.skip("the Triton interpreter computes bfloat16 tl.dot wrongly (see README)")
     for config in ("depthwise_same", "dense_same", "groups_between"):
         values, offsets, weight, bias, options = make([20, 0, 9], CONFIGS[config], device=device)
-        truth = per_sequence_torch(values.cpu(), offsets.cpu(), weight.cpu(), bias.cpu(), **options)
         low = [t.to(dtype) for t in (values, weight, bias)]
-        got = padkern.ops.ragged_conv1d(low[0], offsets, low[1], low[2], backend=backend, **options)
-        rounded = per_sequence_torch(*(t.double().cpu() for t in low[:1]), offsets.cpu(),
-                                     *(t.double().cpu() for t in low[1:]), **options)
-        # float32 accumulation: the error is the output's rounding plus the inputs', bounded
-        # by eps * sum|terms| with the terms of the rounded inputs.
-        magnitude = per_sequence_torch(low[0].abs().double().cpu(), offsets.cpu(), low[1].abs().double().cpu(),
-                                       low[2].abs().double().cpu(), **options)
+        got, grad_output = run(*low[:1], offsets, *low[1:], options, backend)
+        # The float64 truth of the rounded inputs, and of their magnitudes (sum |terms|).
+        rounded, _ = run(*(t.double() for t in low[:1]), offsets, *(t.double() for t in low[1:]), options,
+                         "reference", grad_output.double())
+        magnitude, _ = run(*(t.abs().double() for t in low[:1]), offsets, *(t.abs().double() for t in low[1:]),
+                           options, "reference", grad_output.abs().double())
+        # float32 accumulation: the error is the result's rounding plus float32's, within
+        # eps * sum|terms| of the rounded inputs, forward and every gradient.
         eps = torch.finfo(dtype).eps
-        assert ((got.double().cpu() - rounded).abs() <= eps * magnitude + 1e-30).all(), config
-        assert truth.shape == got.shape
+        for name, g, want, size in zip(("out", "grad values", "grad weight", "grad bias"), got, rounded, magnitude):
+            assert g.dtype == dtype, name
+            assert ((g.double() - want).abs() <= eps * size + 1e-30).all(), f"{config} {name}"
 
 
 @pytest.mark.parametrize("config", ["depthwise_same", "groups_between"])

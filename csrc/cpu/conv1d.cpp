@@ -206,6 +206,14 @@ struct CpuKernels {
 
   static void grouped(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& taps_weight,
                       const c10::optional<at::Tensor>& bias, ConvTaps taps, at::Tensor& out) {
+    if (x.scalar_type() == at::kHalf) {
+      // c10::Half converts in software, and the tiles read each input k x C_out/G times: one
+      // float32 copy is 1.6-2x faster at 16 groups (bfloat16's conversion is a shift: read in place).
+      at::Tensor out32 = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+      grouped(x.to(at::kFloat), offsets, taps_weight, bias, taps, out32);
+      out.copy_(out32);
+      return;
+    }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padkern_conv1d_grouped_cpu", [&] {
       grouped_forward<scalar_t>(x, offsets, taps_weight, bias, taps, out);
     });
@@ -213,6 +221,9 @@ struct CpuKernels {
 
   static at::Tensor grouped_weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& offsets,
                                         int64_t groups, ConvTaps taps) {
+    if (x.scalar_type() == at::kHalf) {  // as in grouped()
+      return grouped_weight_grad(grad.to(at::kFloat), x.to(at::kFloat), offsets, groups, taps);
+    }
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padkern_conv1d_grouped_wgrad_cpu", [&] {
       out = cpu::grouped_weight_grad<scalar_t>(grad, x, offsets, groups, taps);
