@@ -48,6 +48,15 @@ define mirror_sources
 	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(1)
 endef
 
+# A second setup's copy of the sources in $(1), its CPU extension built with python $(2) and
+# announced as setup $(3).
+define build_copy
+	$(call mirror_sources,$(1))
+	cd $(1) && PADKERN_NO_CUDA=1 $(2) setup.py -q build_ext --inplace
+	cd $(1) && $(2) -c "import torch, triton, padkern._extension as e; \
+		print('padkern $(3) built: torch', torch.__version__, '| triton', triton.__version__, '| cpu', e.CPU_MISSING or 'ok')"
+endef
+
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -74,10 +83,7 @@ $(FALLBACK_DIR)/.venv/.deps: Makefile
 	touch $@
 
 build-cpu-fallback: $(FALLBACK_DIR)/.venv/.deps
-	$(call mirror_sources,$(FALLBACK_SRC))
-	cd $(FALLBACK_SRC) && PADKERN_NO_CUDA=1 $(FALLBACK_PY) setup.py -q build_ext --inplace
-	cd $(FALLBACK_SRC) && $(FALLBACK_PY) -c "import torch, triton, padkern._extension as e; \
-		print('padkern cpu-fallback built: torch', torch.__version__, '| triton', triton.__version__, '| cpu', e.CPU_MISSING or 'ok')"
+	$(call build_copy,$(FALLBACK_SRC),$(FALLBACK_PY),cpu-fallback)
 
 # padkern is imported from the copy (PYTHONPATH, for subprocesses too). The CUDA-extension
 # tests skip there by themselves.
@@ -92,10 +98,7 @@ $(GPU_STACK_DIR)/.venv/.deps: Makefile
 	touch $@
 
 build-gpu-stack: $(GPU_STACK_DIR)/.venv/.deps
-	$(call mirror_sources,$(GPU_STACK_SRC))
-	cd $(GPU_STACK_SRC) && PADKERN_NO_CUDA=1 $(GPU_STACK_PY) setup.py -q build_ext --inplace
-	cd $(GPU_STACK_SRC) && $(GPU_STACK_PY) -c "import torch, triton, padkern._extension as e; \
-		print('padkern gpu-stack built: torch', torch.__version__, '| triton', triton.__version__, '| cpu', e.CPU_MISSING or 'ok')"
+	$(call build_copy,$(GPU_STACK_SRC),$(GPU_STACK_PY),gpu-stack)
 
 # The selection above whole, and the Triton backend's tests of the ops (the cpu backend's
 # and the reference's run in the other two setups).
