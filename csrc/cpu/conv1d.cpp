@@ -131,14 +131,20 @@ at::Tensor padded_lanes(const at::Tensor& per_group, int64_t rows, int64_t lanes
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
+// The register width for `channels` output lanes: the machine's, or 32 bytes where half of a
+// 64-byte register would hold them all (4 channels per group: half the lanes wasted, not 3/4).
 template <typename scalar_t>
-int64_t register_lanes() { return register_bytes() / static_cast<int64_t>(sizeof(at::opmath_type<scalar_t>)); }
+int register_bytes_for(int64_t channels) {
+  return channels * static_cast<int64_t>(sizeof(at::opmath_type<scalar_t>)) <= 32 ? 32 : register_bytes();
+}
 
 template <typename scalar_t>
 void grouped_forward(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& taps_weight,
                      const c10::optional<at::Tensor>& bias, ConvTaps taps, at::Tensor& out) {
   using A = at::opmath_type<scalar_t>;
-  const int64_t groups = taps_weight.size(0), n = taps_weight.size(3), lanes = register_lanes<scalar_t>();
+  const int64_t groups = taps_weight.size(0), n = taps_weight.size(3);
+  const int bytes = register_bytes_for<scalar_t>(n);
+  const int64_t lanes = bytes / static_cast<int64_t>(sizeof(A));
   const GroupedShape s{groups, taps_weight.size(2), n, round_up(n, lanes)};
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
   const at::Tensor weight_lanes = padded_lanes(taps_weight, s.in_per_group, s.out_lanes, acc);
@@ -146,7 +152,7 @@ void grouped_forward(const at::Tensor& x, const at::Tensor& offsets, const at::T
   if (bias.has_value()) bias_lanes.narrow(1, 0, n).copy_(bias->view({groups, n}));
   const at::Tensor zero_row = at::zeros({x.size(1)}, x.options());
   const int64_t rows = x.size(0), batch = offsets.size(0) - 1, tiles = (rows + kTokenTile - 1) / kTokenTile;
-  const auto tokens = register_bytes() == 64 ? &grouped_tokens<scalar_t, 64> : &grouped_tokens<scalar_t, 32>;
+  const auto tokens = bytes == 64 ? &grouped_tokens<scalar_t, 64> : &grouped_tokens<scalar_t, 32>;
   at::parallel_for(0, tiles, std::max<int64_t>(1, token_grain(out.size(1) * s.in_per_group * taps.count) / kTokenTile),
                    [&](int64_t first, int64_t last) {
                      tokens(x.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), batch, rows, s,
@@ -163,8 +169,10 @@ template <typename scalar_t>
 at::Tensor grouped_weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& offsets, int64_t groups,
                                ConvTaps taps) {
   using A = at::opmath_type<scalar_t>;
-  const int64_t rows = x.size(0), batch = offsets.size(0) - 1, lanes = register_lanes<scalar_t>();
+  const int64_t rows = x.size(0), batch = offsets.size(0) - 1;
   const int64_t c = x.size(1) / groups, n = grad.size(1) / groups, in_lanes = round_up(c, kChannelTile);
+  const int bytes = register_bytes_for<scalar_t>(n);
+  const int64_t lanes = bytes / static_cast<int64_t>(sizeof(A));
   const GroupedShape s{groups, c, n, round_up(n, lanes)};
   // Partials past x's own size are not worth their parallelism: small groups pad to whole
   // registers and channel tiles (C = 1, N = 2 pads 64x at float32 on AVX-512).
@@ -175,7 +183,7 @@ at::Tensor grouped_weight_grad(const at::Tensor& grad, const at::Tensor& x, cons
   at::Tensor partials = at::empty({chunks, groups, taps.count, in_lanes, s.out_lanes},
                                   x.options().dtype(at::toOpMathType(x.scalar_type())));
   const at::Tensor zero_row = at::zeros({x.size(1)}, x.options());
-  const auto kernel = register_bytes() == 64 ? &grouped_weight_grad_tokens<scalar_t, 64>
+  const auto kernel = bytes == 64 ? &grouped_weight_grad_tokens<scalar_t, 64>
                                              : &grouped_weight_grad_tokens<scalar_t, 32>;
   at::parallel_for(0, chunks * groups, 1, [&](int64_t first, int64_t last) {
     for (int64_t task = first; task < last; ++task) {
