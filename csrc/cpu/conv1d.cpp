@@ -183,8 +183,8 @@ at::Tensor grouped_weight_grad(const at::Tensor& grad, const at::Tensor& x, cons
   at::Tensor partials = at::empty({chunks, groups, taps.count, in_lanes, s.out_lanes},
                                   x.options().dtype(at::toOpMathType(x.scalar_type())));
   const at::Tensor zero_row = at::zeros({x.size(1)}, x.options());
-  const auto kernel = bytes == 64 ? &grouped_weight_grad_tokens<scalar_t, 64>
-                                             : &grouped_weight_grad_tokens<scalar_t, 32>;
+  const auto kernel =
+      bytes == 64 ? &grouped_weight_grad_tokens<scalar_t, 64> : &grouped_weight_grad_tokens<scalar_t, 32>;
   at::parallel_for(0, chunks * groups, 1, [&](int64_t first, int64_t last) {
     for (int64_t task = first; task < last; ++task) {
       const int64_t chunk = task / groups, g = task % groups, begin = chunk * chunk_rows;
@@ -222,7 +222,7 @@ struct CpuKernels {
       out.copy_(out32);
       return;
     }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padkern_conv1d_grouped_cpu", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "padkern_conv1d_grouped_cpu", [&] {
       grouped_forward<scalar_t>(x, offsets, taps_weight, bias, taps, out);
     });
   }
@@ -233,7 +233,7 @@ struct CpuKernels {
       return grouped_weight_grad(grad.to(at::kFloat), x.to(at::kFloat), offsets, groups, taps);
     }
     at::Tensor out;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padkern_conv1d_grouped_wgrad_cpu", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "padkern_conv1d_grouped_wgrad_cpu", [&] {
       out = cpu::grouped_weight_grad<scalar_t>(grad, x, offsets, groups, taps);
     });
     return out;

@@ -128,7 +128,9 @@ at::Tensor conv1d_forward(const at::Tensor& values, const at::Tensor& offsets, c
   if (s.depthwise()) {
     Kernels::depthwise(x, offsets, depthwise_taps_weight(weight), b, taps, out);
   } else if (grouped_direct<Kernels>(s, x.scalar_type())) {
-    if constexpr (Kernels::kHasGroupedDirect) Kernels::grouped(x, offsets, grouped_forward_weight(weight.contiguous(), s), b, taps, out);
+    if constexpr (Kernels::kHasGroupedDirect) {
+      Kernels::grouped(x, offsets, grouped_forward_weight(weight.contiguous(), s), b, taps, out);
+    }
   } else {
     const at::Tensor y = at::bmm(by_group(x, s.groups), forward_tap_matrix(weight.contiguous(), s));
     Kernels::gather_taps(y, offsets, taps, b, out);
@@ -161,8 +163,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv1d_backward(const at::Tensor&
       if (s.depthwise()) {
         Kernels::depthwise(grad, offsets, depthwise_taps_weight(weight), c10::nullopt, taps, grad_values);
       } else if (grouped_direct<Kernels>(s, x.scalar_type())) {
-        if constexpr (Kernels::kHasGroupedDirect) Kernels::grouped(grad, offsets, grouped_input_grad_weight(weight.contiguous(), s), c10::nullopt, taps,
-                         grad_values);
+        if constexpr (Kernels::kHasGroupedDirect) {
+          Kernels::grouped(grad, offsets, grouped_input_grad_weight(weight.contiguous(), s), c10::nullopt, taps,
+                           grad_values);
+        }
       } else {
         const at::Tensor z = at::bmm(by_group(grad, s.groups), input_grad_tap_matrix(weight.contiguous(), s));
         Kernels::gather_taps(z, offsets, taps, c10::nullopt, grad_values);
