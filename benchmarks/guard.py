@@ -117,11 +117,39 @@ def recurrence(kind, train, device):
                   lambda: (rows @ w.t(), rows @ w.t(), grad @ w, grad @ w, grad.t() @ rows, grad.t() @ rows), device)
 
 
+def conv1d_grouped_train(device):
+    """ragged_conv1d with 16 channels per group (C256 k5), forward+backward (input, weight,
+    bias) vs three GEMMs of the forward's FLOPs over the real rows ([L, C] x [C, k C/G])."""
+    x, lengths = _batch(32, 256, 256, device, 6)
+    r = Ragged.from_padded(x, lengths)
+    values = r.values.clone().requires_grad_()
+    w = (torch.randn(256, 16, 5, device=device) / 80 ** 0.5).requires_grad_()
+    b = torch.randn(256, device=device, requires_grad=True)
+    taps = torch.randn(256, 80, device=device)
+    rows = r.values
+    return _ratio(lambda: padkern.ops.ragged_conv1d(values, r.offsets, w, b, groups=16).sum().backward(),
+                  lambda: (rows @ taps, rows @ taps, rows @ taps), device)
+
+
+def attention_forward(device):
+    """ragged_attention forward (B8 T512 H8 D64) vs two GEMMs of its FLOPs (scores and
+    weighted values: 2 H D sum_i len_i^2 each), shaped [256, K] x [K, 256] to run at the GEMM
+    rate (a [H L, D] x [D, len] product would write its scores to memory)."""
+    x, lengths = _batch(8, 512, 8 * 64, device, 7)
+    r = Ragged.from_padded(x, lengths)
+    q = r.values.view(-1, 8, 64)
+    depth = max(1, round(8 * 64 * float((lengths.double() ** 2).sum()) / 256 ** 2))
+    a, b = torch.randn(256, depth, device=device), torch.randn(depth, 256, device=device)
+    return _ratio(lambda: padkern.ops.ragged_attention(q, q, q, r.offsets), lambda: (a @ b, a @ b), device)
+
+
 # name, measure(device), CPU guard (ratio to the floor). Ratios measured on an AVX-512 host
 # (README.md, "Performance guard"): pad 0.4-1.0, masked_linear 1.02-1.07, ragged_linear+gelu
 # 1.25, ragged_bmm 1.12, segment 1.5-1.8, LSTM/GRU/RNN forward 0.93/1.10/1.12, forward+backward
 # 1.22-1.30/1.30-1.35/1.17-1.22. With the vectorisation regression of 61e0624 the forwards read
-# 1.60-1.65/1.93/1.89: each guard sits between the two.
+# 1.60-1.65/1.93/1.89: each guard sits between the two. ragged_conv1d at 16 groups 1.31-1.42
+# (its GEMM route before the direct kernels was about 3.5x slower), ragged_attention forward
+# 1.51-1.54 (1.7x slower with its softmax rows scalar).
 CASES = [
     ("pad round trip vs 2 copies", pad_round_trip, 2.5),
     ("masked_linear fwd+bwd vs F.linear on real rows", masked_linear_train, 1.35),
@@ -134,6 +162,8 @@ CASES = [
     ("LSTM fwd+bwd vs 6 GEMMs", lambda d: recurrence("LSTM", True, d), 1.55),
     ("GRU fwd+bwd vs 6 GEMMs", lambda d: recurrence("GRU", True, d), 1.6),
     ("RNN fwd+bwd vs 6 GEMMs", lambda d: recurrence("RNN", True, d), 1.5),
+    ("ragged_conv1d 16 groups fwd+bwd vs 3 GEMMs", conv1d_grouped_train, 2.0),
+    ("ragged_attention fwd vs 2 GEMMs", attention_forward, 2.1),
 ]
 
 
