@@ -13,6 +13,8 @@ rounds="${2:-2}"
 PY="$PWD/.venv/bin/python"
 work="$(mktemp -d /tmp/padkern-ab.XXXXXX)"
 git clone -q . "$work/old" && git -C "$work/old" checkout -q "$(git rev-parse "$base")"
+# Both sides are timed by the work tree's guard: its cases and floors, not the old commit's.
+rm -rf "$work/old/benchmarks" && cp -r benchmarks "$work/old/benchmarks"
 git clone -q . "$work/new"
 git ls-files -z --modified --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$work/new"
 for side in old new; do

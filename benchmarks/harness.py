@@ -3,6 +3,7 @@ interleaved round by round (so drift in clocks or load hits all alike), and
 reported as medians and as ratios against the case's baseline, next to a floor
 (the bytes or FLOPs the work needs over the machine's measured rate)."""
 import csv
+import ctypes
 import json
 import os
 import platform
@@ -65,6 +66,23 @@ def use_thread_clock() -> None:
     its backward on the caller), so nothing is left uncounted."""
     torch.set_num_threads(1)
     _cpu_clock[0] = "thread"
+
+
+def steady_heap() -> bool:
+    """Keep freed memory in the process (glibc: no mmap for large blocks, no trimming), so each
+    timed call reuses pages already mapped. Otherwise glibc's dynamic mmap threshold decides, from
+    the process's history, whether a large tensor lands on fresh pages (a page fault per 4 KiB,
+    counted in the thread's CPU time) or on reused ones: the guard's pad round trip, two 16 MiB
+    copies, read anywhere from 0.26x to 4.5x its floor across runs of the same code. Returns
+    whether the allocator took the settings (False off glibc)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    largest = ctypes.c_int(2**31 - 1)  # mallopt takes a C int: a larger Python int would wrap
+    return bool(mallopt(m_mmap_threshold, largest) and mallopt(m_trim_threshold, largest))
 
 
 def device_name(device: torch.device) -> str:
