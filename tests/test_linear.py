@@ -307,3 +307,18 @@ def test_gradgradcheck(device_backend, activation):
     leaves = [t.requires_grad_() for t in (x, w, b)]
     torch.autograd.gradgradcheck(lambda x, w, b: padkern.ops.masked_linear(x, lens, w, b, activation=activation,
                                                                              backend=backend), leaves)
+
+
+def test_compile_fullgraph_backward_on_padded_input():
+    """masked_linear on padded input with lengths, compiled whole, forward and backward: L is
+    an unbacked size there, and the backward branches on it."""
+    torch._dynamo.reset()
+    x, lens = padded_batch([5, 0, 9, 2], 24, dtype=torch.float64)
+    w, b = weights(7, 24, dtype=torch.float64)
+    grads = []
+    for call in (padkern.ops.masked_linear, torch.compile(padkern.ops.masked_linear, fullgraph=True, backend="aot_eager")):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        out = call(leaves[0], lens, leaves[1], leaves[2], activation="gelu")
+        grads.append([out, *torch.autograd.grad(out.square().sum(), leaves)])
+    for eager, compiled in zip(*grads):
+        torch.testing.assert_close(compiled, eager)

@@ -14,6 +14,7 @@ from .. import _backend, _validate
 from .._extension import TRITON_MISSING
 from ..reference import linear as reference
 from ._registration import needs_grad, register_family
+from ._weight_gradient import weight_gradient
 from ..reference.padding import offsets_from_lengths, token_count
 from ..reference.padding import unpad as gather_real_rows
 
@@ -91,7 +92,7 @@ def _register(grouped_op, outer_op):
         else:
             real_grad, real_input = grad_z, input
         if weight.dim() == 2:
-            grad_weight = real_grad.t() @ real_input
+            grad_weight = weight_gradient(real_grad, real_input)
         else:
             grad_weight = outer_op(real_input, real_grad, offsets)
         grad_bias = real_grad.sum(0) if ctx.has_bias else None

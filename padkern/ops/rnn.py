@@ -18,6 +18,7 @@ from ..reference import rnn as reference
 from ..reference.rnn import previous_rows
 from ._projection import projected_lstm
 from ._registration import needs_grad, register_family
+from ._weight_gradient import weight_gradient
 from . import linear  # noqa: F401  (registers grouped_linear's autograd, used for the input projection)
 
 
@@ -109,7 +110,7 @@ def _or_zeros(grad, like):
 def _weight_grad(grad_gates, output, initial, offsets, reverse):
     """dW_hh = sum over tokens of grad_gates^T h_prev: one GEMM over all L tokens."""
     rows = previous_rows(offsets, output.shape[0], reverse)
-    return grad_gates.t() @ torch.cat([output, initial]).index_select(0, rows)
+    return weight_gradient(grad_gates, torch.cat([output, initial]).index_select(0, rows))
 
 
 def _no_double_backward(ctx, *grads):

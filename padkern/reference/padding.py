@@ -10,8 +10,14 @@ def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
 
 
 def token_count(offsets: torch.Tensor) -> int:
-    """L = offsets[-1] as a Python int (a host read); under torch.compile an unbacked size."""
-    return offsets[-1].item() if torch.compiler.is_compiling() else int(offsets[-1])
+    """L = offsets[-1] as a Python int (a host read); under torch.compile an unbacked size,
+    declared non-negative so that code branching on it (a backward's `total >= 0`) does not
+    stop the trace on a data-dependent guard."""
+    if not torch.compiler.is_compiling():
+        return int(offsets[-1])
+    total = offsets[-1].item()
+    torch._check(total >= 0)
+    return total
 
 
 def longest_length(offsets: torch.Tensor) -> int:

@@ -1,0 +1,103 @@
+"""grad^T @ rows (padkern/ops/_weight_gradient.py): the chunked oneDNN route against a float64
+truth, at chunk edges and on strided inputs; where it is taken and where it must not be; and
+the layers whose backward uses it, checked with shapes large enough to take it."""
+import importlib
+
+import pytest
+import torch
+
+import padkern
+from padkern.ops import _weight_gradient as wg
+from error_bounds import assert_within, sum_bound
+
+onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"),
+                            reason="this torch reaches no oneDNN linear")
+
+
+@pytest.fixture(autouse=True)
+def any_host_takes_the_route(monkeypatch):
+    """The route runs only where it pays (AVX-512), but it is correct everywhere: test it on any host."""
+    monkeypatch.setattr(wg, "onednn_pays", lambda: True)
+
+R = wg.CHUNK_ROWS
+
+
+def truth_and_bound(grad, rows):
+    g, x = grad.double(), rows.double()
+    return g.t() @ x, sum_bound(g.abs().t() @ x.abs(), grad.shape[0], grad.dtype)
+
+
+@onednn
+@pytest.mark.parametrize("length", [1, R - 1, R, R + 1, 3 * R + 5])
+@pytest.mark.parametrize("strided", [False, True])
+def test_within_bound_at_chunk_edges(length, strided):
+    g = torch.Generator().manual_seed(length)
+    # Enough columns that every length here passes the oneDNN threshold.
+    n, k = 1024, 2048
+    grad = torch.randn(length, 2 * n if strided else n, generator=g)
+    rows = torch.randn(k, length, generator=g).t() if strided else torch.randn(length, k, generator=g)
+    if strided:
+        grad = grad[:, ::2]
+    assert wg.uses_onednn(grad, rows)
+    truth, bound = truth_and_bound(grad, rows)
+    assert_within(wg.weight_gradient(grad, rows), truth, bound, f"L={length}")
+
+
+@onednn
+def test_routes(monkeypatch):
+    big = torch.randn(4 * R, 1024), torch.randn(4 * R, 1024)
+    assert wg.uses_onednn(*big)
+    small = torch.randn(8, 16), torch.randn(8, 16)
+    assert not wg.uses_onednn(*small), "below the threshold oneDNN's call cost dominates"
+    assert not wg.uses_onednn(*(t.double() for t in big)), "float32 only"
+    assert not wg.uses_onednn(big[0].bfloat16(), big[1].bfloat16()), "float32 only"
+    leaf = big[0].clone().requires_grad_()
+    assert not wg.uses_onednn(leaf, big[1]), "a differentiable call stays a matmul"
+    with torch.no_grad():
+        assert wg.uses_onednn(leaf, big[1])
+    for other in (torch.zeros(0, 1024), torch.zeros(4 * R, 0)):
+        assert wg.weight_gradient(other, other).shape == (other.shape[1], other.shape[1])
+    monkeypatch.setattr(wg, "onednn_pays", lambda: False)
+    assert not wg.uses_onednn(*big), "where oneDNN runs no faster, the transposes are pure cost"
+
+
+@onednn
+def test_linear_layer_weight_gradient_within_bound():
+    """masked_linear's weight gradient at a shape that takes the oneDNN route."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([700, 0, 513, 256])
+    x = torch.randn(4, 700, 256, generator=g)
+    w = torch.randn(512, 256, generator=g, requires_grad=True)
+    grad_out = torch.randn(4, 700, 512, generator=g)
+    padkern.ops.masked_linear(x, lengths, w, backend="cpu").backward(grad_out)
+    real = torch.arange(700)[None, :] < lengths[:, None]
+    truth, bound = truth_and_bound(grad_out[real], x[real])
+    assert_within(w.grad, truth, bound, "grad weight")
+
+
+@onednn
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_recurrence_weight_gradients_within_bound(kind, monkeypatch):
+    """Every weight gradient of a recurrence's backward (input and recurrent weights) takes the
+    oneDNN route at this size, and each is within the bound of the operands it was given."""
+    calls = []
+
+    def recording(grad, rows):
+        result = wg.weight_gradient(grad, rows)
+        calls.append((grad.clone(), rows.clone(), wg.uses_onednn(grad, rows), result))
+        return result
+
+    for module in ("padkern.ops.rnn", "padkern.ops.linear"):
+        monkeypatch.setattr(importlib.import_module(module), "weight_gradient", recording)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([300, 0, 120, 77])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    layer = getattr(padkern.nn, kind)(128, 256)
+    values = torch.randn(int(lengths.sum()), 128, generator=g)
+    out = layer(padkern.Ragged(values, offsets))[0].values
+    out.backward(torch.randn(out.shape, generator=g))
+    assert len(calls) == 2, "one for w_ih, one for w_hh"
+    for grad, rows, took_onednn, result in calls:
+        assert took_onednn
+        truth, bound = truth_and_bound(grad, rows)
+        assert_within(result, truth, bound, f"{kind} weight gradient {tuple(result.shape)}")
