@@ -194,8 +194,9 @@ def attention_forward(device):
 # 2.13-2.48, ragged_attention forward 3.00-3.09; its AVX2 code paths (the x86-64-v3 clones, torch
 # held to AVX2) all lower. Each guard sits about 1.2x above. The recurrences with the
 # vectorisation regression of 61e0624 (ff3c9c0, same run, weight gradients on at::mm) read
-# forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4; the grouped conv's GEMM route before the direct kernels was about 3.5x slower,
-# the attention forward with its softmax rows scalar 1.7x.
+# forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4; the grouped conv's GEMM route before
+# the direct kernels was about 3.5x slower, the attention forward with its softmax rows scalar
+# 1.7x.
 CASES = [
     ("pad round trip vs 2 copies", pad_round_trip, 1.3),
     ("masked_linear fwd+bwd vs 3 GEMMs on the real rows", masked_linear_train, 1.65),

@@ -29,15 +29,17 @@ def truth_and_bound(grad, rows):
 
 @onednn
 @pytest.mark.parametrize("length", [1, R - 1, R, R + 1, 3 * R + 5])
-@pytest.mark.parametrize("strided", [False, True])
-def test_within_bound_at_chunk_edges(length, strided):
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "expanded"])
+def test_within_bound_at_chunk_edges(length, layout):
     g = torch.Generator().manual_seed(length)
     # Enough columns that every length here passes the oneDNN threshold.
     n, k = 1024, 2048
-    grad = torch.randn(length, 2 * n if strided else n, generator=g)
-    rows = torch.randn(k, length, generator=g).t() if strided else torch.randn(length, k, generator=g)
-    if strided:
-        grad = grad[:, ::2]
+    if layout == "contiguous":
+        grad, rows = torch.randn(length, n, generator=g), torch.randn(length, k, generator=g)
+    elif layout == "strided":
+        grad, rows = torch.randn(length, 2 * n, generator=g)[:, ::2], torch.randn(k, length, generator=g).t()
+    else:  # what .sum().backward() hands a layer: one row repeated (stride 0)
+        grad, rows = torch.randn(1, n, generator=g).expand(length, n), torch.randn(length, k, generator=g)
     assert wg.uses_onednn(grad, rows)
     truth, bound = truth_and_bound(grad, rows)
     assert_within(wg.weight_gradient(grad, rows), truth, bound, f"L={length}")
@@ -57,6 +59,9 @@ def test_routes(monkeypatch):
         assert wg.uses_onednn(leaf, big[1])
     for other in (torch.zeros(0, 1024), torch.zeros(4 * R, 0)):
         assert wg.weight_gradient(other, other).shape == (other.shape[1], other.shape[1])
+    assert not wg.uses_onednn(big[0][1:], big[1]), "rows of different counts: at::mm raises"
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not wg.uses_onednn(*big), "oneDNN turned off by the user"
     monkeypatch.setattr(wg, "onednn_pays", lambda: False)
     assert not wg.uses_onednn(*big), "where oneDNN runs no faster, the transposes are pure cost"
 
@@ -69,8 +74,9 @@ def test_linear_layer_weight_gradient_within_bound():
     x = torch.randn(4, 700, 256, generator=g)
     w = torch.randn(512, 256, generator=g, requires_grad=True)
     grad_out = torch.randn(4, 700, 512, generator=g)
-    padkern.ops.masked_linear(x, lengths, w, backend="cpu").backward(grad_out)
     real = torch.arange(700)[None, :] < lengths[:, None]
+    assert wg.uses_onednn(grad_out[real], x[real])
+    padkern.ops.masked_linear(x, lengths, w, backend="cpu").backward(grad_out)
     truth, bound = truth_and_bound(grad_out[real], x[real])
     assert_within(w.grad, truth, bound, "grad weight")
 
@@ -101,3 +107,33 @@ def test_recurrence_weight_gradients_within_bound(kind, monkeypatch):
         assert took_onednn
         truth, bound = truth_and_bound(grad, rows)
         assert_within(result, truth, bound, f"{kind} weight gradient {tuple(result.shape)}")
+
+
+@onednn
+def test_compiled_backward_keeps_one_matmul(monkeypatch):
+    """Under torch.compile the route is not taken (a loop over L's chunks would specialise the
+    graph on L): the backward traces, with the route's size and dtype, and matches eager."""
+    traced = []
+    original = wg._traced
+
+    def spy(*tensors):
+        traced.append(original(*tensors))
+        return traced[-1]
+
+    monkeypatch.setattr(wg, "_traced", spy)
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([700, 0, 513, 256])
+    x = torch.randn(4, 700, 256, generator=g)
+    w = torch.randn(512, 256, generator=g)
+    results = []
+    for call in (padkern.ops.masked_linear,
+                 torch.compile(padkern.ops.masked_linear, fullgraph=True, backend="aot_eager")):
+        leaf = w.clone().requires_grad_()
+        call(x, lengths, leaf).sum().backward()
+        results.append(leaf.grad)
+    assert True in traced and False in traced, "the compiled backward traced, the eager one took the route"
+    real = torch.arange(700)[None, :] < lengths[:, None]
+    truth, bound = truth_and_bound(torch.ones(int(lengths.sum()), 512), x[real])
+    for result in results:
+        assert_within(result, truth, bound, "grad weight")

@@ -6,7 +6,8 @@ C++ kernels' forward GEMMs do (csrc/cpu/linear_gemm.h). oneDNN's linear reduces 
 operands' contiguous axis, here L, the outer one of both, so each chunk of rows is
 transposed first; a chunk stays in the L2, where the whole tensors' transposes cost what
 oneDNN saved. [1024, 8300] x [8300, 256], one thread: at::mm 39 ms, oneDNN 22-24 ms in
-chunks of 256 rows on a Zen 5 core. With AVX2 only (the same core, torch held to AVX2) both
+chunks of 256 rows on a Zen 5 core; [4096, 4000] x [4000, 1024] (an LSTM at H = 1024) 285 against
+177 ms. With AVX2 only (the same core, torch held to AVX2) both
 engines ran it in 42 ms, and the transposes made the recurrences' backward 2-5% slower:
 there it stays at::mm.
 """
@@ -35,6 +36,10 @@ def uses_onednn(grad: torch.Tensor, rows: torch.Tensor) -> bool:
     if grad.device.type != "cpu" or grad.dtype != torch.float32 or rows.dtype != torch.float32:
         return False
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return False
+    if not torch.backends.mkldnn.enabled:  # the user turned oneDNN off
+        return False
+    if grad.shape[0] != rows.shape[0]:  # at::mm raises the error
         return False
     if not onednn_pays():
         return False
