@@ -252,3 +252,27 @@ def test_raw_op_states_in_any_layout(kernel_backend, cell):
     finals = given[1:3] if cell == "lstm" else given[1:2]
     for final, initial in zip(finals, transposed):
         assert torch.equal(final[1], initial[1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_float32_with_packed_step_weights(cell, reverse):
+    """Sizes where the CPU steps' GEMMs run on oneDNN with w_hh packed once into its blocked
+    layout (40 sequences, five empty, at H = 256): forward and every weight gradient no further
+    from the float64 truth than twice the reference's float32 computation (plain PyTorch)."""
+    lengths = [(7 * i) % 9 for i in range(40)]
+    values, offsets = make_values(lengths, 16, device="cpu")
+    weights = layer_weights(cell, 16, 256, device="cpu")
+    states = initial_states(cell, len(lengths), 256, device="cpu")
+
+    def outputs_and_gradients(run, dtype):
+        leaves = [w.to(dtype).requires_grad_() for w in weights]
+        outputs = run(values.to(dtype), leaves, [s.to(dtype) for s in states])
+        return [*outputs, *torch.autograd.grad(sum(o.sum() for o in outputs), leaves)]
+
+    ours = outputs_and_gradients(lambda v, w, s: run_layer(cell, v, offsets, w, s, reverse, "cpu"), torch.float32)
+    reference = lambda v, w, s: run_layer(cell, v, offsets, w, s, reverse, "reference")  # noqa: E731
+    pytorch = outputs_and_gradients(reference, torch.float32)
+    truth = outputs_and_gradients(reference, torch.float64)
+    for index, (mine, theirs, exact) in enumerate(zip(ours, pytorch, truth)):
+        assert_within_twice_reference_error(mine, theirs, exact, torch.float32, f"{cell} result {index}")

@@ -68,7 +68,7 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
                          scalar_t* c_n, scalar_t* saved_gates, scalar_t* saved_cell) {
   const int64_t gates = 4 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w);  // h @ w_hh^T
+  const LinearGemm recurrent(w, longest_step(schedule));  // h @ w_hh^T, packed once for every step
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor c_buffer = at::empty({batch, hidden}, w.options());
   scalar_t *h = h_buffer.data_ptr<scalar_t>(), *c = c_buffer.data_ptr<scalar_t>();
@@ -133,7 +133,7 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
                           scalar_t* grad_gates, scalar_t* grad_h0, scalar_t* grad_c0) {
   const int64_t gates = 4 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w.t());  // grad_gates @ w_hh
+  const LinearGemm recurrent(w.t(), longest_step(schedule));  // grad_gates @ w_hh
   at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor dc_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());

@@ -38,6 +38,9 @@ inline RaggedSchedule make_schedule(const int64_t* offsets, int64_t batch) {
 }
 
 
+// The most sequences any step runs (0 when all are empty): the rows of the largest step GEMM.
+inline int64_t longest_step(const RaggedSchedule& s) { return s.steps > 0 ? s.active[0] : 0; }
+
 // Gate work per sequence is ~30 flops x H: keep tasks around 4K hidden units.
 inline int64_t sequences_per_task(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }
 
