@@ -189,8 +189,8 @@ def attention_forward(device):
 
 # name, measure(device), CPU guard (ratio to the floor). Measured on a Zen 5 host (AVX-512; README.md,
 # "Performance guard"), 3-5 runs: pad 0.79-0.89, masked_linear 1.33, ragged_linear+gelu
-# 1.87-1.99, ragged_bmm 1.92-1.99, segment 1.78-2.32, LSTM/GRU/RNN forward 1.39-1.41/1.41-1.45/
-# 1.59-1.63, forward+backward 1.45-1.47/1.49-1.51/1.70-1.73, ragged_conv1d at 16 groups
+# 1.87-1.99, ragged_bmm 1.92-1.99, segment 1.78-2.32, LSTM/GRU/RNN forward 1.28-1.32/1.34-1.35/
+# 1.54, forward+backward 1.39-1.40/1.45-1.46/1.68-1.71, ragged_conv1d at 16 groups
 # 2.13-2.48, ragged_attention forward 3.00-3.09; its AVX2 code paths (the x86-64-v3 clones, torch
 # held to AVX2) all lower. Each guard sits about 1.2x above. The recurrences with the
 # vectorisation regression of 61e0624 (ff3c9c0, same run, weight gradients on at::mm) read
