@@ -11,10 +11,11 @@ a shared host then barely move a ratio (the wall clock under load moved the recu
 4x; the thread clock held them within a few percent), and an A/B between commits can be read
 on a busy machine. `--wall` times wall clock over all threads instead, as users see it.
 
-Floors made of GEMMs are timed through every GEMM engine torch has (on the CPU, MKL's at::mm and
-oneDNN) and the fastest counts: which engine wins depends on the host, and a floor on the slower
-one let a regression hide. The heap is kept steady (harness.steady_heap), so whether a large
-tensor lands on fresh pages does not depend on what the process allocated before.
+Floors made of GEMMs are timed through every GEMM engine torch has (on the CPU, MKL's at::mm,
+oneDNN's linear and its brgemm micro-kernel) and the fastest counts: which engine wins depends
+on the host, and a floor on a slower one let a regression hide. The heap is kept steady
+(harness.steady_heap), so whether a large tensor lands on fresh pages does not depend on what
+the process allocated before.
 
 Run it before every commit that touches a kernel. A ratio above its guard is a regression
 until a same-run A/B against the previous commit says otherwise: build that commit in a
@@ -58,10 +59,13 @@ def _ratio(ours, floors, device):
 def _gemms(products, device, then=None):
     """Floors made of GEMMs: `a @ b` for each (a, b) in `products` (then `then()`), once through
     each GEMM engine torch has here, so that _ratio counts the fastest. On the CPU those are
-    at::mm (MKL) and oneDNN's linear, which padkern's CPU kernels call; which one wins depends on
-    the host. On a Zen 5 host at::mm ran [8300, 256] x [256, 1024] at 90 GFLOP/s and oneDNN at
-    153: against an at::mm floor the LSTM forward read 0.62 there (0.95 on Zen 4), low enough
-    that its 1.6x regression would have passed the guard."""
+    at::mm (MKL), oneDNN's linear and oneDNN's brgemm micro-kernel over 64-row blocks and
+    128-column panels (padkern::step_gemm, the recurrences' step GEMM), all of which padkern's
+    CPU kernels call; which one wins depends on the host and the shape. On a Zen 5 host at::mm
+    ran [8300, 256] x [256, 1024] at 90 GFLOP/s and oneDNN's linear at 153: against an at::mm
+    floor the LSTM forward read 0.62 there (0.95 on Zen 4), low enough that its 1.6x regression
+    would have passed the guard. The brgemm route ran [8300, 256] x [256, 256] about 10% faster
+    than oneDNN's linear there: without it the RNN's steps, on that route, beat their floor."""
     def through(multiply, pairs):
         def floor():
             for a, b in pairs:
@@ -76,6 +80,10 @@ def _gemms(products, device, then=None):
         linear = torch.ops.mkldnn._linear_pointwise
         prepared = [(a.contiguous(), b.t().contiguous()) for a, b in products]
         floors["oneDNN"] = through(lambda a, w: linear(a, w, None, "none", [], ""), prepared)
+    if device.type == "cpu" and torch._C._dispatch_has_kernel_for_dispatch_key("padkern::step_gemm", "CPU"):
+        # (an older build has no kernel for it, whatever its schemas say)
+        prepared = [(a.contiguous(), b.t().contiguous()) for a, b in products]
+        floors["brgemm"] = through(lambda a, w: torch.ops.padkern.step_gemm(a, w, None), prepared)
     return floors
 
 

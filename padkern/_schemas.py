@@ -50,6 +50,9 @@ _lib.define(
     "rnn_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor offsets, Tensor w_hh, "
     "Tensor h0, int nonlinearity, bool reverse) -> (Tensor, Tensor)"
 )
+# The CPU recurrences' per-step GEMM on its own (CPU only): rows [M, K] @ weight [N, K]^T,
+# plus accumulate [M, N] when given. For its tests and the performance guard's floors.
+_lib.define("step_gemm(Tensor rows, Tensor weight, Tensor? accumulate) -> Tensor")
 
 # A GEMM per sequence over its real rows only. input [L, K] (ragged) or [B, T, K]
 # (padded; any strides); weight [N, K] shared (F.linear's convention) or [B, K, N] one per

@@ -134,6 +134,42 @@ def test_ragged_bmm_and_outer(device_backend, case):
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "row_strided", "transposed_weights"])
+def test_ragged_bmm_float32_within_bound(kernel_backend, layout):
+    """float32 at the edges of the CPU's brgemm blocks (64 rows, 128 columns: sequences of 63,
+    64, 65 and 150 rows, N = 130), on row-strided operands (read in place) and transposed
+    weights (the at::mm route), forward and both gradients (the backward multiplies by the
+    transposed weights, and ragged_outer_bmm's own backward by contiguous ones), within the
+    float64 truth's rounding bound."""
+    device, backend = kernel_backend
+    lengths, k, n = [0, 1, 63, 64, 65, 150, 3], 37, 130
+    generator = torch.Generator().manual_seed(11)
+    values, offsets = random_ragged(lengths, (k + 5,), device=device)
+    mats = torch.randn(len(lengths), k, n + 7, generator=generator).to(device)
+    if layout == "contiguous":
+        values, mats = values[:, :k].contiguous(), mats[:, :, :n].contiguous()
+    elif layout == "row_strided":
+        values, mats = values[:, :k], mats[:, :, :n]
+    else:
+        values, mats = values[:, :k].contiguous(), mats[:, :, :n].transpose(1, 2).contiguous().transpose(1, 2)
+    leaves = [values.clone().requires_grad_(), mats.clone().requires_grad_()]
+    out = padkern.ops.ragged_bmm(leaves[0], offsets, leaves[1], backend=backend)
+    grad = torch.randn(out.shape, generator=generator).to(device)
+    grad_values, grad_mats = torch.autograd.grad(out, leaves, grad)
+    v64, m64, g64 = values.double(), mats.double(), grad.double()
+    pieces = list(zip(split(v64, offsets), m64, split(g64, offsets)))
+    truth_out = torch.cat([v @ m for v, m, _ in pieces])
+    bound_out = sum_bound(torch.cat([v.abs() @ m.abs() for v, m, _ in pieces]), k, torch.float32)
+    assert_within(out, truth_out, bound_out, "output")
+    truth_grad_values = torch.cat([g @ m.t() for _, m, g in pieces])
+    bound_grad_values = sum_bound(torch.cat([g.abs() @ m.abs().t() for _, m, g in pieces]), n, torch.float32)
+    assert_within(grad_values, truth_grad_values, bound_grad_values, "grad values")
+    truth_grad_mats = torch.stack([v.t() @ g for v, _, g in pieces])
+    bound_grad_mats = torch.stack([sum_bound(v.abs().t() @ g.abs(), max(len(v), 1), torch.float32)
+                                   for v, _, g in pieces])
+    assert_within(grad_mats, truth_grad_mats, bound_grad_mats, "grad weights")
+
+
 def test_bmm_gradcheck(device_backend):
     device, backend = device_backend
     values, offsets = random_ragged([2, 0, 3], (3,), dtype=torch.float64, device=device)

@@ -1,4 +1,5 @@
-"""opcheck on every registered op and torch.compile(fullgraph=True) through Ragged."""
+"""opcheck on every registered op (step_gemm's in test_step_gemm.py) and torch.compile(fullgraph=True)
+through Ragged."""
 import pytest
 import torch
 

@@ -256,14 +256,15 @@ def test_raw_op_states_in_any_layout(kernel_backend, cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_float32_with_packed_step_weights(cell, reverse):
-    """Sizes where the CPU steps' GEMMs run on oneDNN with w_hh packed once into its blocked
-    layout (40 sequences, five empty, at H = 256): forward and every weight gradient no further
-    from the float64 truth than twice the reference's float32 computation (plain PyTorch)."""
-    lengths = [(7 * i) % 9 for i in range(40)]
+def test_float32_across_step_gemm_blocks(cell, reverse):
+    """Sizes where the CPU steps' GEMMs (csrc/cpu/step_gemm.h) span two 64-row blocks and end
+    in a partial 128-column panel: 100 sequences, eleven empty, H = 130 (G H = 130..520). The
+    forward and every weight gradient no further from the float64 truth than twice the
+    reference's float32 computation (plain PyTorch)."""
+    lengths = [(7 * i) % 9 for i in range(100)]
     values, offsets = make_values(lengths, 16, device="cpu")
-    weights = layer_weights(cell, 16, 256, device="cpu")
-    states = initial_states(cell, len(lengths), 256, device="cpu")
+    weights = layer_weights(cell, 16, 130, device="cpu")
+    states = initial_states(cell, len(lengths), 130, device="cpu")
 
     def outputs_and_gradients(run, dtype):
         leaves = [w.to(dtype).requires_grad_() for w in weights]

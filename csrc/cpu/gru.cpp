@@ -65,7 +65,7 @@ void gru_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Ten
                         scalar_t* saved_gates, scalar_t* saved_hh_n) {
   const int64_t gates = 3 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w, longest_step(schedule));  // h @ w_hh^T, packed once for every step
+  const StepGemm recurrent(w);  // h @ w_hh^T
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
   scalar_t *h = h_buffer.data_ptr<scalar_t>();
   gather_rows(h0, schedule.order, hidden, h);
@@ -123,7 +123,7 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
                          scalar_t* grad_gates_hh, scalar_t* grad_h0) {
   const int64_t gates = 3 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w.t(), longest_step(schedule));  // grad_gates @ w_hh
+  const StepGemm recurrent(w.t());  // grad_gates @ w_hh
   at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());
   scalar_t *dh = dh_buffer.data_ptr<scalar_t>(), *step_grad = step_grad_buffer.data_ptr<scalar_t>();
@@ -140,7 +140,7 @@ void gru_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
         std::copy_n(step_row, gates, grad_gates_hh + token * gates);
       },
       // dh holds the direct z * h_prev path; the W_hh path adds onto it.
-      [&](int64_t running) { recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 1.0, dh_buffer); });
+      [&](int64_t running) { recurrent.multiply(step_grad_buffer, running, /*accumulate=*/true, dh_buffer); });
   scatter_rows(dh, schedule.order, hidden, grad_h0);
 }
 

@@ -1,8 +1,8 @@
 // CPU kernels of padkern::lstm_recurrence / lstm_recurrence_backward: per step one
-// GEMM (csrc/cpu/linear_gemm.h) on the running sequences' state, then a fused gate
+// GEMM (csrc/cpu/step_gemm.h) on the running sequences' state, then a fused gate
 // loop over them that reads each sequence's precomputed input gates at its own token
-// and writes the output row in place. State buffers are allocated once per call; a
-// step's GEMM product is the only per-step allocation, read in place.
+// and writes the output row in place. State and product buffers are allocated once per
+// call; a step allocates nothing.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -68,7 +68,7 @@ void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Te
                          scalar_t* c_n, scalar_t* saved_gates, scalar_t* saved_cell) {
   const int64_t gates = 4 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w, longest_step(schedule));  // h @ w_hh^T, packed once for every step
+  const StepGemm recurrent(w);  // h @ w_hh^T
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor c_buffer = at::empty({batch, hidden}, w.options());
   scalar_t *h = h_buffer.data_ptr<scalar_t>(), *c = c_buffer.data_ptr<scalar_t>();
@@ -133,7 +133,7 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
                           scalar_t* grad_gates, scalar_t* grad_h0, scalar_t* grad_c0) {
   const int64_t gates = 4 * hidden;
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w.t(), longest_step(schedule));  // grad_gates @ w_hh
+  const StepGemm recurrent(w.t());  // grad_gates @ w_hh
   at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor dc_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor step_grad_buffer = at::empty({batch, gates}, w.options());
@@ -151,7 +151,7 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
                           grad_out + token * hidden, dc + k * hidden, step_row, hidden);
         std::copy_n(step_row, gates, grad_gates + token * gates);
       },
-      [&](int64_t running) { recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 0.0, dh_buffer); });
+      [&](int64_t running) { recurrent.multiply(step_grad_buffer, running, /*accumulate=*/false, dh_buffer); });
   scatter_rows(dh, schedule.order, hidden, grad_h0);
   scatter_rows(dc, schedule.order, hidden, grad_c0);
 }

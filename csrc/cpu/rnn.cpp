@@ -44,7 +44,7 @@ template <typename scalar_t, bool Relu>
 void rnn_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Tensor& w, const scalar_t* h0,
                         bool reverse, int64_t batch, int64_t hidden, scalar_t* out, scalar_t* h_n) {
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w, longest_step(schedule));  // h @ w_hh^T, packed once for every step
+  const StepGemm recurrent(w);  // h @ w_hh^T
   at::Tensor h_buffer = at::empty({batch, hidden}, w.options());
   scalar_t* h = h_buffer.data_ptr<scalar_t>();
   gather_rows(h0, schedule.order, hidden, h);
@@ -89,7 +89,7 @@ void rnn_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
                          const int64_t* offsets, const at::Tensor& w, bool reverse, int64_t batch, int64_t hidden,
                          scalar_t* grad_pre, scalar_t* grad_h0) {
   const RaggedSchedule schedule = make_schedule(offsets, batch);
-  const LinearGemm recurrent(w.t(), longest_step(schedule));  // step_grad @ w_hh
+  const StepGemm recurrent(w.t());  // step_grad @ w_hh
   at::Tensor dh_buffer = at::empty({batch, hidden}, w.options());
   at::Tensor step_grad_buffer = at::empty({batch, hidden}, w.options());
   scalar_t *dh = dh_buffer.data_ptr<scalar_t>(), *step_grad = step_grad_buffer.data_ptr<scalar_t>();
@@ -103,7 +103,7 @@ void rnn_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, con
                                          hidden);
         std::copy_n(step_row, hidden, grad_pre + token * hidden);
       },
-      [&](int64_t running) { recurrent.multiply(step_grad_buffer.narrow(0, 0, running), 0.0, dh_buffer); });
+      [&](int64_t running) { recurrent.multiply(step_grad_buffer, running, /*accumulate=*/false, dh_buffer); });
   scatter_rows(dh, schedule.order, hidden, grad_h0);
 }
 

@@ -10,7 +10,7 @@
 #include <numeric>
 #include <vector>
 
-#include "linear_gemm.h"
+#include "step_gemm.h"
 #include "padkern/ragged_layout.h"
 #include "padkern/vector_clones.h"  // the gate loops' clones
 
@@ -37,10 +37,6 @@ inline RaggedSchedule make_schedule(const int64_t* offsets, int64_t batch) {
   return s;
 }
 
-
-// The most sequences any step runs (0 when all are empty): the rows of the largest step GEMM.
-inline int64_t longest_step(const RaggedSchedule& s) { return s.steps > 0 ? s.active[0] : 0; }
-
 // Gate work per sequence is ~30 flops x H: keep tasks around 4K hidden units.
 inline int64_t sequences_per_task(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }
 
@@ -60,17 +56,18 @@ void scatter_rows(const scalar_t* source, const std::vector<int64_t>& order, int
 // row k of `state` and the outputs at `token`.
 template <typename scalar_t, typename Update>
 void run_forward_steps(const RaggedSchedule& schedule, const int64_t* offsets, bool reverse,
-                       const LinearGemm& recurrent, const at::Tensor& state, int64_t hidden, Update&& update) {
+                       const StepGemm& recurrent, const at::Tensor& state, int64_t hidden, Update&& update) {
+  // [B, G] written by every step's GEMM and read in place by its updates.
+  const int64_t gate_width = recurrent.columns();
+  const at::Tensor product = at::empty({state.size(0), gate_width}, state.options());
+  const scalar_t* rows = product.data_ptr<scalar_t>();
   for (int64_t t = 0; t < schedule.steps; ++t) {
     const int64_t running = schedule.active[t];
-    // Read in place: no copy of the step's [running, G] product.
-    const at::Tensor product = recurrent.product(state.narrow(0, 0, running));
-    const scalar_t* rows = product.data_ptr<scalar_t>();
-    const int64_t width = product.size(1);
+    recurrent.multiply(state, running, /*accumulate=*/false, product);
     at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         const int64_t b = schedule.order[k];
-        update(k, step_token(offsets[b], offsets[b + 1], t, reverse), rows + k * width);
+        update(k, step_token(offsets[b], offsets[b + 1], t, reverse), rows + k * gate_width);
       }
     });
   }

@@ -2,14 +2,14 @@
 layers, a recurrence's input and recurrent weights), one GEMM over all L tokens.
 
 On an AVX-512 CPU, float32, this goes through oneDNN's linear where torch has it, as the
-C++ kernels' forward GEMMs do (csrc/cpu/linear_gemm.h). oneDNN's linear reduces over the
-operands' contiguous axis, here L, the outer one of both, so each chunk of rows is
+C++ linear kernels' forward GEMMs do (csrc/cpu/linear_gemm.h). oneDNN's linear reduces over
+the operands' contiguous axis, here L, the outer one of both, so each chunk of rows is
 transposed first; a chunk stays in the L2, where the whole tensors' transposes cost what
 oneDNN saved. [1024, 8300] x [8300, 256], one thread: at::mm 39 ms, oneDNN 22-24 ms in
-chunks of 256 rows on a Zen 5 core; [4096, 4000] x [4000, 1024] (an LSTM at H = 1024) 285 against
-177 ms. With AVX2 only (the same core, torch held to AVX2) both
-engines ran it in 42 ms, and the transposes made the recurrences' backward 2-5% slower:
-there it stays at::mm.
+chunks of 256 rows on a Zen 5 core; [4096, 4000] x [4000, 1024] (an LSTM at H = 1024) 285
+against 177 ms. With AVX2 only (the same core, torch held to AVX2) both engines ran it in
+42 ms, and the transposes made the recurrences' backward 2-5% slower: there it stays
+at::mm.
 """
 import torch
 

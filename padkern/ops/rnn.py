@@ -184,6 +184,12 @@ for _cell in ("lstm", "gru", "rnn"):
     register_family(_NATIVE[_cell], None if _TRITON is None else _TRITON[_cell], _FAKES[_cell], _REGISTER_AUTOGRAD[_cell])
 
 
+@torch.library.register_fake("padkern::step_gemm")
+def _step_gemm_fake(rows, weight, accumulate):
+    """The CPU steps' GEMM on its own (tests, the performance guard): no autograd."""
+    return rows.new_empty((rows.shape[0], weight.shape[0]))
+
+
 # ----- public functions -----------------------------------------------------------------
 def _check_layer(cell, values, offsets, w_ih, w_hh, b_ih, b_hh, states, w_hr=None):
     """Validate one layer's arguments; returns (int64 offsets, H, B). With ``w_hr`` [P, H] (an

@@ -1,0 +1,51 @@
+// float32 row-major products through torch's at::native::cpublas::brgemm: oneDNN's brgemm
+// micro-kernel, generated once per shape, cached per thread and then called with raw
+// pointers. A call through at::mm or torch's oneDNN linear spends 4-10 us before any
+// arithmetic (dispatch, tensor wrapping, primitive lookup); this one about 1 us, which is
+// what a recurrence's 256 small steps and a batch's per-sequence products add up. Where
+// oneDNN's micro-kernel is unavailable (no AVX2, torch.backends.mkldnn disabled) torch's
+// brgemm falls back to its BLAS with the same contract.
+#pragma once
+#include <ATen/native/CPUBlas.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace padkern {
+namespace cpu {
+
+// Each call covers at most kBrgemmRows x kBrgemmColumns of the product. Every thread caches
+// a kernel per distinct shape and never frees it, so the row bound keeps a (K, leading
+// dimensions) pair to at most 64 row counts times a few widths, however many rows a product
+// has; and a block's 128 columns of B at K = 256 are 128 KiB, resident in L2 beside its rows.
+constexpr int64_t kBrgemmRows = 64;
+constexpr int64_t kBrgemmColumns = 128;
+
+// c (+)= a @ b for one block: a [m, k] (row stride lda), b [k, n] (ldb), c [m, n] (ldc),
+// m <= kBrgemmRows, k >= 1, leading dimensions no less than the widths. Accumulates onto c
+// when `accumulate`, else never reads it.
+inline void brgemm_block(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                         float* c, int64_t ldc, bool accumulate) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
+}
+
+// c (+)= a @ b in full, block by block on the calling thread; k == 0 zeroes c (or leaves it).
+// Rows no closer than their width: lda >= k, ldb >= n, ldc >= n.
+inline void brgemm_product(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                           float* c, int64_t ldc, bool accumulate) {
+  if (k == 0) {
+    if (!accumulate) {
+      for (int64_t r = 0; r < m; ++r) std::fill_n(c + r * ldc, n, 0.0f);
+    }
+    return;
+  }
+  for (int64_t row = 0; row < m; row += kBrgemmRows) {
+    for (int64_t column = 0; column < n; column += kBrgemmColumns) {
+      brgemm_block(std::min(kBrgemmRows, m - row), std::min(kBrgemmColumns, n - column), k, a + row * lda, lda,
+                   b + column, ldb, c + row * ldc + column, ldc, accumulate);
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace padkern
