@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Same-run A/B of the performance guard: this work tree against a commit (default HEAD~1).
 #
-#   bash benchmarks/ab.sh [commit] [rounds]
+#   bash benchmarks/ab.sh [commit] [rounds] [guard arguments: --only TEXT, --wall]
 #
 # Builds each side's CPU extension in its own temporary clone (the work tree's uncommitted
 # changes copied into the "new" one), then runs benchmarks.guard on old and new in turn,
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 base="${1:-HEAD~1}"
 rounds="${2:-2}"
+shift $(( $# < 2 ? $# : 2 ))
 PY="$PWD/.venv/bin/python"
 work="$(mktemp -d /tmp/padkern-ab.XXXXXX)"
 git clone -q . "$work/old" && git -C "$work/old" checkout -q "$(git rev-parse "$base")"
@@ -24,7 +25,7 @@ done
 for round in $(seq "$rounds"); do
   for side in old new; do
     echo "== $side ($([ $side = old ] && git rev-parse --short "$base" || echo 'work tree')), round $round"
-    (cd "$work/$side" && PYTHONPATH="$work/$side" "$PY" -m benchmarks.guard --cpu-only) || true
+    (cd "$work/$side" && PYTHONPATH="$work/$side" "$PY" -m benchmarks.guard --cpu-only "$@") || true
   done
 done
 rm -rf "$work"

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 import padkern
 from padkern import Ragged
-from .harness import device_name, interleaved_medians, steady_heap, use_thread_clock
+from .harness import device_name, gemm_engines, interleaved_medians, steady_heap, use_thread_clock
 
 ROUNDS = 5  # medians of 5 after a warm-up: about 25 s on one idle core
 
@@ -58,33 +58,22 @@ def _ratio(ours, floors, device):
 
 def _gemms(products, device, then=None):
     """Floors made of GEMMs: `a @ b` for each (a, b) in `products` (then `then()`), once through
-    each GEMM engine torch has here, so that _ratio counts the fastest. On the CPU those are
-    at::mm (MKL), oneDNN's linear and oneDNN's brgemm micro-kernel over 64-row blocks and
-    128-column panels (padkern::step_gemm, the recurrences' step GEMM), all of which padkern's
-    CPU kernels call; which one wins depends on the host and the shape. On a Zen 5 host at::mm
-    ran [8300, 256] x [256, 1024] at 90 GFLOP/s and oneDNN's linear at 153: against an at::mm
-    floor the LSTM forward read 0.62 there (0.95 on Zen 4), low enough that its 1.6x regression
-    would have passed the guard. The brgemm route ran [8300, 256] x [256, 256] about 10% faster
-    than oneDNN's linear there: without it the RNN's steps, on that route, beat their floor."""
-    def through(multiply, pairs):
+    each of harness.gemm_engines, so that _ratio counts the fastest. On a Zen 5 host at::mm ran
+    [8300, 256] x [256, 1024] at 90 GFLOP/s and oneDNN's linear at 153: against an at::mm floor
+    the LSTM forward read 0.62 there (0.95 on Zen 4), low enough that its 1.6x regression would
+    have passed the guard. The brgemm route ran [8300, 256] x [256, 256] about 10% faster than
+    oneDNN's linear there: without it the RNN's steps, on that route, beat their floor."""
+    def through(make):
+        calls = [make(a, b) for a, b in products]
+
         def floor():
-            for a, b in pairs:
-                multiply(a, b)
+            for call in calls:
+                call()
             if then is not None:
                 then()
         return floor
 
-    floors = {"at::mm": through(torch.mm, products)}
-    if device.type == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        # oneDNN's linear computes a @ w^T with w [N, K]: transposed once here, outside the timing.
-        linear = torch.ops.mkldnn._linear_pointwise
-        prepared = [(a.contiguous(), b.t().contiguous()) for a, b in products]
-        floors["oneDNN"] = through(lambda a, w: linear(a, w, None, "none", [], ""), prepared)
-    if device.type == "cpu" and torch._C._dispatch_has_kernel_for_dispatch_key("padkern::step_gemm", "CPU"):
-        # (an older build has no kernel for it, whatever its schemas say)
-        prepared = [(a.contiguous(), b.t().contiguous()) for a, b in products]
-        floors["brgemm"] = through(lambda a, w: torch.ops.padkern.step_gemm(a, w, None), prepared)
-    return floors
+    return {name: through(make) for name, make in gemm_engines(device).items()}
 
 
 def pad_round_trip(device):

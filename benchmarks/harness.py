@@ -130,15 +130,41 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * source.numel() * 4 / seconds
 
 
+def gemm_engines(device: torch.device, dtype=torch.float32) -> dict:
+    """The GEMM engines torch has here, each a function (a, b) -> a callable computing a @ b,
+    its operands prepared outside what is timed: at::mm everywhere; on the CPU also oneDNN's
+    linear and, in float32, oneDNN's brgemm micro-kernel over 64-row blocks and 128-column
+    panels (padkern::step_gemm), which padkern's CPU kernels call. Which one is fastest depends
+    on the host and the shape, so a floor takes the fastest."""
+    engines = {"at::mm": lambda a, b: (lambda: torch.mm(a, b))}
+    if device.type != "cpu":
+        return engines
+    # padkern.ops._weight_gradient.onednn_linear_available, spelled out: benchmarks/ab.sh times
+    # older builds with this file.
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        def onednn(a, b):
+            # oneDNN's linear computes a @ w^T with w [N, K]: transposed once, outside the timing.
+            a, w = a.contiguous(), b.t().contiguous()
+            return lambda: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
+        engines["oneDNN"] = onednn
+    # Absent from older builds (benchmarks/ab.sh times them with this file): no schema, or
+    # a schema and no kernel.
+    has_step_gemm = hasattr(torch.ops.padkern, "step_gemm") and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "padkern::step_gemm", "CPU")
+    if dtype == torch.float32 and has_step_gemm:
+        def brgemm(a, b):
+            a, w = a.contiguous(), b.t().contiguous()
+            return lambda: torch.ops.padkern.step_gemm(a, w, None)
+        engines["brgemm"] = brgemm
+    return engines
+
+
 def matmul_rate(device: torch.device, dtype=torch.float32) -> float:
-    """FLOP per second of a large square matmul: the best of the GEMMs torch offers here
-    (on the CPU, BLAS through at::mm and oneDNN's linear, which padkern's CPU kernels use)."""
+    """FLOP per second of a large square matmul through the fastest of gemm_engines."""
     n = 4096 if device.type == "cuda" else 1536
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    candidates = {"mm": lambda: a @ b}
-    if device.type == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        candidates["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    candidates = {name: make(a, b) for name, make in gemm_engines(device, dtype).items()}
     seconds = min(interleaved_medians(candidates, device, rounds=5).values())
     return 2 * n**3 / seconds
 

@@ -10,7 +10,7 @@ import padkern
 from padkern.ops import _weight_gradient as wg
 from error_bounds import assert_within, sum_bound
 
-onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"),
+onednn = pytest.mark.skipif(not wg.onednn_linear_available(),
                             reason="this torch reaches no oneDNN linear")
 
 

@@ -26,6 +26,11 @@ def _traced(*tensors) -> bool:
     return torch.compiler.is_compiling() or torch._guards.detect_fake_mode(tensors) is not None
 
 
+def onednn_linear_available() -> bool:
+    """Whether this torch reaches oneDNN's linear (mkldnn::_linear_pointwise) on the CPU."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 def onednn_pays() -> bool:
     """Whether the host runs oneDNN's GEMM faster than at::mm's: AVX-512 (see above)."""
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
@@ -35,7 +40,7 @@ def uses_onednn(grad: torch.Tensor, rows: torch.Tensor) -> bool:
     """Whether weight_gradient(grad, rows) takes the chunked oneDNN route."""
     if grad.device.type != "cpu" or grad.dtype != torch.float32 or rows.dtype != torch.float32:
         return False
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    if not onednn_linear_available():
         return False
     if not torch.backends.mkldnn.enabled:  # the user turned oneDNN off
         return False
