@@ -185,27 +185,29 @@ def attention_forward(device):
 
 
 # name, measure(device), CPU guard (ratio to the floor). Measured on a Zen 5 host (AVX-512; README.md,
-# "Performance guard"), 3-5 runs: pad 0.79-0.89, masked_linear 1.33, ragged_linear+gelu
-# 1.87-1.99, ragged_bmm 1.92-1.99, segment 1.78-2.32, LSTM/GRU/RNN forward 1.28-1.32/1.34-1.35/
-# 1.54, forward+backward 1.39-1.40/1.45-1.46/1.68-1.71, ragged_conv1d at 16 groups
-# 2.13-2.48, ragged_attention forward 3.00-3.09; its AVX2 code paths (the x86-64-v3 clones, torch
-# held to AVX2) all lower. Each guard sits about 1.2x above. The recurrences with the
-# vectorisation regression of 61e0624 (ff3c9c0, same run, weight gradients on at::mm) read
-# forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4; the grouped conv's GEMM route before
-# the direct kernels was about 3.5x slower, the attention forward with its softmax rows scalar
-# 1.7x.
+# "Performance guard"), five runs of the code since the recurrences' steps and ragged_bmm moved to
+# brgemm: pad 0.84-0.91, masked_linear 1.34-1.38, ragged_linear+gelu 1.95-1.98, ragged_bmm
+# 1.08-1.16, segment 1.78-2.01, LSTM/GRU/RNN forward 1.21-1.24/1.20-1.23/1.16-1.19,
+# forward+backward 1.30-1.32/1.32-1.35/1.39-1.46, ragged_conv1d at 16 groups 2.22-2.50,
+# ragged_attention forward 2.94-3.02; its AVX2 code paths (the x86-64-v3 clones, torch held to
+# AVX2) all lower or equal (recurrences 1.13-1.20). Each guard sits 1.2-1.3x above the highest.
+# The recurrences with the vectorisation regression of 61e0624 (ff3c9c0, same run, weight
+# gradients on at::mm) read forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4 against floors
+# without the brgemm engine, which can only make a floor faster; the grouped conv's GEMM route
+# before the direct kernels was about 3.5x slower, the attention forward with its softmax rows
+# scalar 1.7x.
 CASES = [
     ("pad round trip vs 2 copies", pad_round_trip, 1.3),
     ("masked_linear fwd+bwd vs 3 GEMMs on the real rows", masked_linear_train, 1.65),
     ("ragged_linear+gelu fwd+bwd vs 3 GEMMs + gelu", ragged_linear_train, 2.4),
-    ("ragged_bmm fwd vs one GEMM of equal FLOPs", ragged_bmm_forward, 2.4),
+    ("ragged_bmm fwd vs one GEMM of equal FLOPs", ragged_bmm_forward, 1.45),
     ("segment_sum+softmax vs dense sum+softmax", segment_sum_softmax, 2.8),
-    ("LSTM fwd vs 2 GEMMs", lambda d: recurrence("LSTM", False, d), 1.7),
-    ("GRU fwd vs 2 GEMMs", lambda d: recurrence("GRU", False, d), 1.75),
-    ("RNN fwd vs 2 GEMMs", lambda d: recurrence("RNN", False, d), 1.95),
-    ("LSTM fwd+bwd vs 6 GEMMs", lambda d: recurrence("LSTM", True, d), 1.8),
-    ("GRU fwd+bwd vs 6 GEMMs", lambda d: recurrence("GRU", True, d), 1.8),
-    ("RNN fwd+bwd vs 6 GEMMs", lambda d: recurrence("RNN", True, d), 2.1),
+    ("LSTM fwd vs 2 GEMMs", lambda d: recurrence("LSTM", False, d), 1.5),
+    ("GRU fwd vs 2 GEMMs", lambda d: recurrence("GRU", False, d), 1.5),
+    ("RNN fwd vs 2 GEMMs", lambda d: recurrence("RNN", False, d), 1.5),
+    ("LSTM fwd+bwd vs 6 GEMMs", lambda d: recurrence("LSTM", True, d), 1.65),
+    ("GRU fwd+bwd vs 6 GEMMs", lambda d: recurrence("GRU", True, d), 1.7),
+    ("RNN fwd+bwd vs 6 GEMMs", lambda d: recurrence("RNN", True, d), 1.8),
     ("ragged_conv1d 16 groups fwd+bwd vs 3 GEMMs", conv1d_grouped_train, 2.9),
     ("ragged_attention fwd vs 2 GEMMs", attention_forward, 3.7),
 ]

@@ -147,6 +147,8 @@ def gemm_engines(device: torch.device, dtype=torch.float32) -> dict:
             a, w = a.contiguous(), b.t().contiguous()
             return lambda: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
         engines["oneDNN"] = onednn
+    import padkern.ops  # noqa: F401  (loads the extension: step_gemm's kernel)
+
     # Absent from older builds (benchmarks/ab.sh times them with this file): no schema, or
     # a schema and no kernel.
     has_step_gemm = hasattr(torch.ops.padkern, "step_gemm") and torch._C._dispatch_has_kernel_for_dispatch_key(
