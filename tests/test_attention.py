@@ -1,6 +1,7 @@
 """ragged_attention: the reference against per-sequence F.scaled_dot_product_attention, every
 backend against the reference (forward and backward), fuzzing, bad input, opcheck, compile,
 autocast. Edge values and layouts: tests/test_agreement.py, tests/test_layouts.py."""
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import padkern
 from padkern.ops import attention as attention_ops
 from padkern.reference.attention import ragged_attention as reference
+from attention_truth import assert_within as truth_assert_within, make_case, truth
 from ragged_cases import EDGE_LENGTHS, nan_filled_allocations, offsets_of
 
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -137,6 +139,39 @@ def test_low_precision_within_twice_torchs_error(kernel_backend, dtype, causal):
         assert error <= bound, f"{name} {dtype} causal={causal} on {backend}: error {error:.3g} > {bound:.3g}"
 
 
+# float32 on the CPU runs the tiles on oneDNN's brgemm micro-kernel with few shapes
+# (csrc/cpu/attention_brgemm.h): query tiles of 16, 32 or 64 rows (partial ones padded), score
+# widths rounded up to 16 keys, products over whole 16-key groups plus a loop over the rest,
+# keys and values transposed once per (sequence, kv head), and sequences of fewer than 16
+# queries on the BLAS tiles. Lengths here cross every one of those edges.
+CPU_FLOAT32_CASES = {
+    "partial_tiles_and_key_groups": ([5, 0, 37, 64, 65, 1, 17, 33], None, 2, 2, 16, False),
+    "causal_many_key_tiles": ([700, 3, 257, 0], None, 2, 1, 16, True),
+    "grouped_causal_odd_dim": ([33, 130, 0, 18], None, 4, 2, 17, True),
+    "cross_with_empty_keys": ([4, 0, 70, 3, 9, 20], [9, 2, 0, 260, 513, 0], 3, 1, 40, False),
+    "causal_cross": ([70, 20, 300, 16], [40, 300, 100, 16], 2, 2, 24, True),
+    "one_head_decode_and_prefill": ([1, 1, 200, 2, 15, 16], [300, 17, 200, 0, 40, 600], 1, 1, 32, False),
+    "head_dim_128": ([100, 17], None, 2, 2, 128, False),
+    "head_dim_1_tiles_of_32_in_place": ([32, 96, 40], None, 2, 1, 1, True),
+}
+
+
+@pytest.mark.parametrize("case", list(CPU_FLOAT32_CASES))
+def test_cpu_float32_within_truth_bounds(case):
+    """The cpu backend's float32 forward and backward against the float64 truth's propagated
+    error bounds (attention_truth.py)."""
+    lengths, kv_lengths, heads, kv_heads, head_dim, causal = CPU_FLOAT32_CASES[case]
+    q, k, v, grad_out, offsets, kv_offsets = make_case(lengths, kv_lengths or lengths, heads, kv_heads, head_dim,
+                                                       torch.float32)
+    scale = 1 / math.sqrt(head_dim)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out, lse = torch.ops.padkern.ragged_attention(*leaves, offsets, kv_offsets, causal, scale)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    expected = truth(q, k, v, grad_out, offsets, kv_offsets, causal, scale, torch.float32)
+    for name, got, (value, bound) in zip(("out", "lse", "grad_q", "grad_k", "grad_v"), (out, lse) + grads, expected):
+        truth_assert_within(name, got, value, bound)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_gradcheck(device_backend, causal):
     device, backend = device_backend
@@ -176,6 +211,50 @@ def test_nan_row_reaches_only_the_keys_it_sees(device_backend):
     assert grad_k[1].isfinite().all() and grad_v[1].isfinite().all()
     for name, a, b in zip(("out", "grad_q", "grad_k", "grad_v"), got, want):
         torch.testing.assert_close(a, b, equal_nan=True, msg=lambda m: f"{name} on {backend}: {m}")
+
+
+def test_cpu_float32_nan_row_reaches_only_what_the_reference_reaches():
+    """The float32 brgemm tiles (20 queries, so not the BLAS ones) on non-finite input: query 0's
+    score against key 0 is inf - inf = NaN, every other query's is -inf. Which outputs and
+    gradients are NaN must be exactly the float64 reference's."""
+    inf = float("inf")
+    n = 20
+    g = torch.Generator().manual_seed(3)
+    rows = [torch.tensor([1.0, 1.0])] + [torch.tensor([-1.0, 1.0]) * (1 + i / n) for i in range(1, n)]
+    q = torch.stack(rows)[:, None]
+    k = torch.randn(n, 1, 2, generator=g, dtype=torch.float64)
+    k[0, 0] = torch.tensor([inf, -inf])
+    v = torch.randn(n, 1, 2, generator=g, dtype=torch.float64)
+    offsets = torch.tensor([0, n])
+    want = forward_backward(q.double(), k, v, offsets, None, True, "reference")
+    got = forward_backward(q.float(), k.float(), v.float(), offsets, None, True, "cpu")
+    assert want[0][0].isnan().all() and want[0][1:].isfinite().all()
+    for name, a, b in zip(("out", "grad_q", "grad_k", "grad_v"), got, want):
+        assert torch.equal(a.isnan(), b.isnan()), f"{name}: NaN at {a.isnan().nonzero().tolist()}, " \
+                                                  f"reference {b.isnan().nonzero().tolist()}"
+
+
+@pytest.mark.parametrize("poisoned", ["grad_out", "q"])
+def test_cpu_float32_non_finite_row_reaches_the_keys_it_sees(poisoned):
+    """Causal over 300 keys from 20 queries (the op's causal cross-attention; the public API
+    allows causal self-attention only, whose tiles end where their keys do): query 3's dO (or
+    q) holds inf. Its tile's score width is rounded up to 32 keys, 12 of them real keys it does
+    not see; the float32 brgemm tiles must leave NaN exactly where the float64 BLAS tiles do,
+    not in those 12."""
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(n, 1, 8, generator=g, dtype=torch.float64) for n in (20, 300, 300))
+    grad = torch.randn(20, 1, 8, generator=g, dtype=torch.float64)
+    (grad if poisoned == "grad_out" else q)[3, 0, 0] = float("inf")
+    offsets, kv_offsets = torch.tensor([0, 20]), torch.tensor([0, 300])
+
+    def run(dtype):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out, _ = torch.ops.padkern.ragged_attention(*leaves, offsets, kv_offsets, True, 8 ** -0.5)
+        return [out.detach(), *torch.autograd.grad(out, leaves, grad.to(dtype))]
+
+    for name, got, want in zip(("out", "grad q", "grad k", "grad v"), run(torch.float32), run(torch.float64)):
+        rows_of = lambda t: t.isnan().nonzero()[:, 0].unique().tolist()  # noqa: E731
+        assert torch.equal(got.isnan(), want.isnan()), f"{name}: NaN in rows {rows_of(got)}, float64 {rows_of(want)}"
 
 
 def test_every_output_written(kernel_backend):

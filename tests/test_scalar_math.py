@@ -57,15 +57,19 @@ def test_softmax_rows_vectorise_in_every_clone(tmp_path):
     source = tmp_path / "rows.cpp"
     source.write_text('#include "padkern/softmax_rows.h"\n'
                       "template float padkern::row_peak<float>(const float*, int64_t);\n"
-                      "template float padkern::exp_shifted_row<float>(float*, int64_t, float);\n")
+                      "template float padkern::exp_shifted_row<float>(float*, int64_t, float);\n"
+                      "template void padkern::score_gradient_row<float>(const float*, float*, int64_t, float, "
+                      "float);\n")
     subprocess.run(["g++", "-std=c++17", *extension_cxx_flags(), "-I", INCLUDE, "-c", str(source),
                     "-o", str(tmp_path / "rows.o")], check=True)
     listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(tmp_path / "rows.o")],
                              capture_output=True, text=True, check=True).stdout
     functions = {block.splitlines()[0]: block for block in listing.split("\n\n") if block.strip()}
-    # The loop's own work on full vector registers: the max, and exp's polynomial (6 FMAs).
+    # The loop's own work on full vector registers: the max, exp's polynomial (6 FMAs), the
+    # score gradient's subtraction.
     # Some vector code appears around a scalar loop too, so presence alone proves nothing.
-    for name, instruction, least in (("row_peak<float>", "vmaxps", 1), ("exp_shifted_row<float>", "vfmadd", 6)):
+    for name, instruction, least in (("row_peak<float>", "vmaxps", 1), ("exp_shifted_row<float>", "vfmadd", 6),
+                                     ("score_gradient_row<float>", "vsubps", 1)):
         for clone, register in (("arch_x86_64_v4", "%zmm"), ("arch_x86_64_v3", "%ymm")):
             bodies = [body for head, body in functions.items() if name in head and clone in head]
             if not bodies:

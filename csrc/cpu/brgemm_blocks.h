@@ -14,7 +14,8 @@
 namespace padkern {
 namespace cpu {
 
-// Each call covers at most kBrgemmRows x kBrgemmColumns of the product. Every thread caches
+// brgemm_product's calls cover at most kBrgemmRows x kBrgemmColumns of the product (other
+// callers keep their shapes bounded their own way: see attention_brgemm.h). Every thread caches
 // a kernel per distinct shape and never frees it, so the row bound keeps a (K, leading
 // dimensions) pair to at most 64 row counts times a few widths, however many rows a product
 // has; and a block's 128 columns of B at K = 256 are 128 KiB, resident in L2 beside its rows.
@@ -22,8 +23,8 @@ constexpr int64_t kBrgemmRows = 64;
 constexpr int64_t kBrgemmColumns = 128;
 
 // c (+)= a @ b for one block: a [m, k] (row stride lda), b [k, n] (ldb), c [m, n] (ldc),
-// m <= kBrgemmRows, k >= 1, leading dimensions no less than the widths. Accumulates onto c
-// when `accumulate`, else never reads it.
+// k >= 1, leading dimensions no less than the widths. Accumulates onto c when `accumulate`,
+// else never reads it. Each distinct shape is a kernel of its own: callers keep them few.
 inline void brgemm_block(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                          float* c, int64_t ldc, bool accumulate) {
   at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);

@@ -1,4 +1,4 @@
-// The CPU attention's per-row softmax loops (csrc/cpu/attention.cpp), vectorised in every
+// The CPU attention's per-row softmax loops (csrc/cpu/attention*.h), vectorised in every
 // clone: exp is host_exp (no libm call, which kept these loops scalar: a third of the
 // forward's time), and the max a simd reduction. tests/test_scalar_math.py checks that
 // every clone vectorises them.
@@ -43,6 +43,18 @@ PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift
     sum += row[j];
   }
   return sum;
+}
+
+// ds[j] = scale p[j] (ds[j] - delta) in place, dS from dP: score_gradient (attention_tile.h)
+// over a row, 0 wherever p[j] is 0 (masked keys, a row without weight), NaN or not.
+template <typename T>
+PADKERN_VECTOR_CLONES void score_gradient_row(const T* __restrict p, T* __restrict ds, int64_t cols, T delta,
+                                              T scale) {
+#pragma omp simd
+  for (int64_t j = 0; j < cols; ++j) {
+    const T gradient = scale * (p[j] * (ds[j] - delta));
+    ds[j] = p[j] == T(0) ? T(0) : gradient;
+  }
 }
 
 }  // namespace padkern
