@@ -198,15 +198,43 @@ def masked_linear_bound(x, lens, w, b, activation, dtype):
     return activation_bound(sum_bound(magnitude, x.shape[-1] + 1, dtype), preactivation, activation, dtype)
 
 
-@pytest.mark.parametrize("activation", ["relu", None])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_float32_within_rounding_bound(kernel_backend, activation):
+    """Sequences of 103 and 150 rows (x 40 features) reach the CPU's ATen epilogue (4096
+    elements or more), the others padkern's own loop."""
     device, backend = kernel_backend
-    x, lens = padded_batch([30, 0, 64, 7], 48, dtype=torch.float32, device=device)
+    x, lens = padded_batch([30, 0, 64, 7, 103, 150], 48, dtype=torch.float32, device=device)
     w, b = weights(40, 48, dtype=torch.float32, device=device)
     out = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
     x64, w64, b64 = x.double(), w.double(), b.double()
     assert_within(out, per_sequence_masked(x64, lens, w64, b64, activation),
                   masked_linear_bound(x64, lens, w64, b64, activation, torch.float32), "masked_linear float32")
+
+
+@pytest.mark.parametrize("activation", [a for a in ACTIVATIONS if a is not None])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cpu_float32_saved_preactivation_within_bound(activation, padded):
+    """The CPU op's two outputs, float32: the activation and the pre-activation the backward
+    reads, each within its rounding bound of the float64 truth; ragged input (one GEMM, one
+    epilogue over every row) and padded (per sequence, ATen's epilogue from 4096 elements)."""
+    lengths = [30, 0, 103, 7, 150]
+    x, lens = padded_batch(lengths, 48, dtype=torch.float32)
+    w, b = weights(40, 48, dtype=torch.float32)
+    offsets = offsets_of(lengths)
+    act = {"relu": 1, "gelu": 2, "silu": 3}[activation]
+    values = torch.cat([x[i, :n] for i, n in enumerate(lengths)])
+    source = x if padded else values
+    out, pre = torch.ops.padkern.grouped_linear(source, offsets, w, b, act, True, values.shape[0])
+    x64, w64, b64 = x.double(), w.double(), b.double()
+    truth_pre = per_sequence_masked(x64, lens, w64, b64, None)
+    pre_bound = sum_bound(per_sequence_masked(x64.abs(), lens, w64.abs(), b64.abs(), None), 49, torch.float32)
+    truth_out = per_sequence_masked(x64, lens, w64, b64, activation)
+    out_bound = activation_bound(pre_bound, truth_pre, activation, torch.float32)
+    if not padded:
+        real = lambda t: torch.cat([t[i, :n] for i, n in enumerate(lengths)])  # noqa: E731
+        truth_pre, pre_bound, truth_out, out_bound = map(real, (truth_pre, pre_bound, truth_out, out_bound))
+    assert_within(pre, truth_pre, pre_bound, "pre-activation")
+    assert_within(out, truth_out, out_bound, "output")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision kernels run on the GPU")

@@ -53,6 +53,25 @@ void apply_epilogue(int64_t activation, scalar_t* out, scalar_t* preactivation, 
   }
 }
 
+// float32's epilogue through ATen's own vectorised kernels, in place on `rows` [R, N] (pre
+// [R, N] gets the pre-activation when defined). padkern's loop above calls libm's erf, which
+// keeps it scalar: gelu over [8300, 512] took 26 ms there against 1.2 ms through ATen on a
+// Zen 5 core, and made ragged_linear + gelu's forward 3.7x its GEMM.
+void aten_epilogue(at::Tensor rows, const at::Tensor& bias, int64_t activation, at::Tensor pre) {
+  if (bias.defined()) rows.add_(bias);
+  if (pre.defined()) pre.copy_(rows);
+  switch (activation) {
+    case kRelu: at::relu_(rows); break;
+    case kGelu: at::gelu_(rows); break;
+    case kSilu: at::silu_(rows); break;
+    default: break;
+  }
+}
+
+// Rows of a sequence below which the epilogue stays padkern's loop: ATen's three calls cost a
+// few microseconds each, a loop over 4K elements about as much.
+constexpr int64_t kAtenEpilogueElements = 4096;
+
 // Per sequence, in one task: zero its padded rows, GEMM its real rows (a single-threaded
 // GEMM inside the parallel region), then the epilogue while the rows are in cache.
 std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, const at::Tensor& offsets,
@@ -89,6 +108,13 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
                                    input.stride(-1) == 1 && row_stride >= features_in &&
                                    weight.stride(2) == 1 && weight.stride(1) >= features;
 
+  const bool float_epilogue = needs_epilogue && out.scalar_type() == at::kFloat;
+  const at::Tensor epilogue_bias = bias.has_value() && !bias_in_gemm ? bias_contiguous : at::Tensor();
+  if (one_gemm && float_epilogue) {  // every row is real: one pass over all of them
+    aten_epilogue(out, epilogue_bias, activation, save ? preactivation : at::Tensor());
+    return {out, preactivation};
+  }
+
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
     const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
     scalar_t* out_data = out.data_ptr<scalar_t>();
@@ -124,7 +150,11 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
             at::mm_out(rows_out, rows_in, weight.select(0, b));
           }
         }
-        if (needs_epilogue) {
+        if (float_epilogue && length * features >= kAtenEpilogueElements) {
+          const at::Tensor rows = out.view({-1, features}).narrow(0, first_row, length);
+          aten_epilogue(rows, epilogue_bias, activation,
+                        save ? preactivation.view({-1, features}).narrow(0, first_row, length) : at::Tensor());
+        } else if (needs_epilogue) {
           apply_epilogue<scalar_t>(activation, out_data + first_row * features,
                                    save ? pre_data + first_row * features : nullptr, bias_data, length, features);
         }
