@@ -1,5 +1,7 @@
 """masked_linear, ragged_linear, ragged_bmm and ragged_outer_bmm on every backend,
 against the reference path and the per-sequence slice-and-concatenate computation."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -235,6 +237,31 @@ def test_cpu_float32_saved_preactivation_within_bound(activation, padded):
         truth_pre, pre_bound, truth_out, out_bound = map(real, (truth_pre, pre_bound, truth_out, out_bound))
     assert_within(pre, truth_pre, pre_bound, "pre-activation")
     assert_within(out, truth_out, out_bound, "output")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_cpu_float32_gelu_of_infinity_on_both_epilogues(padded, with_nan):
+    """A row whose pre-activation is +inf (x = inf times positive weights): gelu gives +inf, as
+    the formula and the float64 path do, both in padkern's own loop (a short sequence) and in
+    ATen's vectorised epilogue (a long one; ATen's float32 gelu alone gives NaN there), with or
+    without a NaN row beside it."""
+    lengths = [3, 150]
+    x, lens = padded_batch(lengths, 8, dtype=torch.float32)
+    w, b = weights(40, 8, dtype=torch.float32)
+    w = w.abs()
+    x[0, 1] = x[1, 100] = torch.tensor([math.inf] + [0.0] * 7)
+    if with_nan:
+        x[1, 120, 3] = math.nan
+    values = torch.cat([x[i, :n] for i, n in enumerate(lengths)])
+    source = x if padded else values
+    out, _ = torch.ops.padkern.grouped_linear(source, offsets_of(lengths), w, b, 2, False, values.shape[0])
+    rows = (out[0, 1], out[1, 100]) if padded else (out[1], out[3 + 100])
+    for row in rows:
+        assert torch.equal(row, torch.full_like(row, math.inf))
+    nan_row = out[1, 120] if padded else out[3 + 120]
+    assert nan_row.isnan().all() == with_nan
+    assert out.isfinite().sum() == out.numel() - (3 if with_nan else 2) * 40
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision kernels run on the GPU")

@@ -9,6 +9,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -62,8 +63,18 @@ void aten_epilogue(at::Tensor rows, const at::Tensor& bias, int64_t activation, 
   if (pre.defined()) pre.copy_(rows);
   switch (activation) {
     case kRelu: at::relu_(rows); break;
-    case kGelu: at::gelu_(rows); break;
     case kSilu: at::silu_(rows); break;
+    case kGelu: {
+      // ATen's vectorised float32 gelu gives NaN at +inf where the formula (padkern's loop, its
+      // GPU kernels, float64) gives +inf: put those back. One max over the rows (NaN when any
+      // is NaN) rules them out in the usual case without a mask.
+      const float peak = rows.numel() > 0 ? rows.max().item<float>() : 0.0f;
+      const at::Tensor infinite =
+          peak == std::numeric_limits<float>::infinity() || peak != peak ? at::isposinf(rows) : at::Tensor();
+      at::gelu_(rows);
+      if (infinite.defined()) rows.masked_fill_(infinite, std::numeric_limits<float>::infinity());
+      break;
+    }
     default: break;
   }
 }
@@ -111,6 +122,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   const bool float_epilogue = needs_epilogue && out.scalar_type() == at::kFloat;
   const at::Tensor epilogue_bias = bias.has_value() && !bias_in_gemm ? bias_contiguous : at::Tensor();
   if (one_gemm && float_epilogue) {  // every row is real: one pass over all of them
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     aten_epilogue(out, epilogue_bias, activation, save ? preactivation : at::Tensor());
     return {out, preactivation};
   }
