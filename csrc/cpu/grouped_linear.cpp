@@ -79,8 +79,8 @@ void aten_epilogue(at::Tensor rows, const at::Tensor& bias, int64_t activation, 
   }
 }
 
-// Rows of a sequence below which the epilogue stays padkern's loop: ATen's three calls cost a
-// few microseconds each, a loop over 4K elements about as much.
+// Elements of a sequence's rows (length x N) below which the epilogue stays padkern's loop:
+// ATen's three calls cost a few microseconds each, a loop over 4K elements about as much.
 constexpr int64_t kAtenEpilogueElements = 4096;
 
 // Per sequence, in one task: zero its padded rows, GEMM its real rows (a single-threaded
