@@ -22,6 +22,7 @@
 #include "attention_tiles.h"
 #include "brgemm_blocks.h"
 #include "padkern/attention_tile.h"
+#include "padkern/int_math.h"
 
 namespace padkern {
 namespace cpu {
@@ -30,8 +31,6 @@ namespace attention {
 constexpr int64_t kKeyGroup = 16;
 constexpr int64_t kBrgemmMinQueries = 16;
 
-inline int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
-
 // The rows a tile of `rows` queries is computed on: 16, 32 or 64.
 inline int64_t padded_query_rows(int64_t rows) { return rows <= 16 ? 16 : rows <= 32 ? 32 : kQueryTile; }
 
@@ -39,7 +38,7 @@ inline int64_t padded_query_rows(int64_t rows) { return rows <= 16 ? 16 : rows <
 // zero past `length`.
 inline void transposed_key_tiles(const float* rows, int64_t ld, int64_t length, int64_t dim, float scale,
                                  std::vector<float>& blocks) {
-  blocks.assign((length + kKeyTile - 1) / kKeyTile * dim * kKeyTile, 0.0f);
+  blocks.assign(round_up(length, kKeyTile) * dim, 0.0f);
   // 16 keys at a time: each feature's 16 values fill one cache line of the block, and the 16
   // rows read stay in L1 across the features.
   for (int64_t j0 = 0; j0 < length; j0 += kKeyGroup) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "padkern/softmax_rows.h"
+#include "padkern/int_math.h"
 
 namespace padkern {
 namespace cpu {
@@ -103,7 +104,7 @@ struct ForwardItems {
 inline ForwardItems forward_items(const Problem& p) {
   ForwardItems items{std::vector<int64_t>(p.batch + 1, 0), {0}};
   for (int64_t b = 0; b < p.batch; ++b) {
-    const int64_t rows = p.offsets[b + 1] - p.offsets[b], tiles = (rows + kQueryTile - 1) / kQueryTile;
+    const int64_t rows = p.offsets[b + 1] - p.offsets[b], tiles = ceil_div(rows, kQueryTile);
     items.tile_prefix[b + 1] = items.tile_prefix[b] + tiles;
     for (int64_t h = 0; h < p.heads; ++h) {
       for (int64_t t = 0; t < tiles; ++t) {

@@ -15,6 +15,7 @@
 
 #include "padkern/conv1d_layout.h"
 #include "padkern/conv1d_plan.h"
+#include "padkern/int_math.h"
 #include "padkern/tensor_checks.h"
 #include "conv1d_grouped.h"
 
@@ -76,7 +77,7 @@ void depthwise_weight_grad_kernel(const scalar_t* grad, const scalar_t* x, const
                                   int64_t rows, int64_t channels, ConvTaps taps, at::opmath_type<scalar_t>* partials,
                                   int64_t chunks) {
   using A = at::opmath_type<scalar_t>;
-  const int64_t chunk_rows = (rows + chunks - 1) / chunks;
+  const int64_t chunk_rows = ceil_div(rows, chunks);
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
       A* __restrict__ part = partials + chunk * taps.count * channels;
@@ -129,8 +130,6 @@ at::Tensor padded_lanes(const at::Tensor& per_group, int64_t rows, int64_t lanes
   return out;
 }
 
-int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
-
 // The register width for `channels` output lanes: the machine's, or 32 bytes where half of a
 // 64-byte register would hold them all (4 channels per group: half the lanes wasted, not 3/4).
 template <typename scalar_t>
@@ -151,7 +150,7 @@ void grouped_forward(const at::Tensor& x, const at::Tensor& offsets, const at::T
   at::Tensor bias_lanes = at::zeros({groups, s.out_lanes}, x.options().dtype(acc));
   if (bias.has_value()) bias_lanes.narrow(1, 0, n).copy_(bias->view({groups, n}));
   const at::Tensor zero_row = at::zeros({x.size(1)}, x.options());
-  const int64_t rows = x.size(0), batch = offsets.size(0) - 1, tiles = (rows + kTokenTile - 1) / kTokenTile;
+  const int64_t rows = x.size(0), batch = offsets.size(0) - 1, tiles = ceil_div(rows, kTokenTile);
   const auto tokens = bytes == 64 ? &grouped_tokens<scalar_t, 64> : &grouped_tokens<scalar_t, 32>;
   at::parallel_for(0, tiles, std::max<int64_t>(1, token_grain(out.size(1) * s.in_per_group * taps.count) / kTokenTile),
                    [&](int64_t first, int64_t last) {
@@ -178,8 +177,8 @@ at::Tensor grouped_weight_grad(const at::Tensor& grad, const at::Tensor& x, cons
   // registers and channel tiles (C = 1, N = 2 pads 64x at float32 on AVX-512).
   const int64_t partial_size = groups * taps.count * in_lanes * s.out_lanes;
   const int64_t most_chunks = std::max<int64_t>(1, std::min(kMaxWeightGradChunks, x.numel() / partial_size));
-  const int64_t chunk_rows = std::max(kGroupedChunkRows, (rows + most_chunks - 1) / most_chunks);
-  const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  const int64_t chunk_rows = std::max(kGroupedChunkRows, ceil_div(rows, most_chunks));
+  const int64_t chunks = ceil_div(rows, chunk_rows);
   at::Tensor partials = at::empty({chunks, groups, taps.count, in_lanes, s.out_lanes},
                                   x.options().dtype(at::toOpMathType(x.scalar_type())));
   const at::Tensor zero_row = at::zeros({x.size(1)}, x.options());

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "brgemm_blocks.h"
+#include "padkern/int_math.h"
 
 namespace padkern {
 namespace cpu {
@@ -27,7 +28,7 @@ class StepGemm {
   explicit StepGemm(const at::Tensor& weight) : weight_(weight) {
     const int64_t n = weight_.size(0), k = weight_.size(1);
     if (weight_.scalar_type() != at::kFloat || n == 0 || k == 0) return;
-    const int64_t panels = (n + kBrgemmColumns - 1) / kBrgemmColumns;
+    const int64_t panels = ceil_div(n, kBrgemmColumns);
     at::Tensor padded = at::zeros({panels * kBrgemmColumns, k}, weight_.options());
     padded.narrow(0, 0, n).copy_(weight_);
     panels_ = padded.view({panels, kBrgemmColumns, k}).transpose(1, 2).contiguous();
@@ -54,12 +55,12 @@ class StepGemm {
       return;
     }
     const int64_t n = weight_.size(0), k = weight_.size(1), panels = panels_.size(0);
-    const int64_t row_blocks = (m + kBrgemmRows - 1) / kBrgemmRows;
+    const int64_t row_blocks = ceil_div(m, kBrgemmRows);
     // A task is a row block times a panel's columns, or a part of them: at H = 256 and B <= 64
     // the RNN's step and every backward step have 2 panels, which would leave the rest of a
     // many-core host idle. Parts of 32 columns at the narrowest.
     const int64_t threads = at::get_num_threads(), blocks = row_blocks * panels;
-    const int64_t parts = std::clamp<int64_t>((threads + blocks - 1) / blocks, 1, kBrgemmColumns / 32);
+    const int64_t parts = std::clamp<int64_t>(ceil_div(threads, blocks), 1, kBrgemmColumns / 32);
     const int64_t part_width = kBrgemmColumns / parts;
     const float* a = rows.data_ptr<float>();
     const float* b = panels_.data_ptr<float>();

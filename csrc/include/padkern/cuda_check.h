@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "padkern/int_math.h"
+
 namespace padkern {
 namespace cuda {
 
@@ -13,7 +15,7 @@ constexpr int kThreadsPerBlock = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
 
 inline unsigned blocks_for(int64_t work_items) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min(kMaxBlocks, (work_items + kThreadsPerBlock - 1) / kThreadsPerBlock)));
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(kMaxBlocks, ceil_div(work_items, kThreadsPerBlock))));
 }
 
 }  // namespace cuda

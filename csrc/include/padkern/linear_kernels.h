@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "padkern/rnn_kernels.h"  // ElementType
+#include "padkern/int_math.h"
 
 namespace padkern {
 namespace cuda {
@@ -31,7 +32,7 @@ inline GemmTiles grouped_gemm_tiles(ElementType type, bool allow_tf32, int64_t m
   const bool tensor_cores = type == ElementType::Float16 || type == ElementType::BFloat16 ||
                             (type == ElementType::Float32 && allow_tf32);
   if (!tensor_cores) return {kSimtTileRows, kSimtTileCols, false};
-  const int64_t big_tiles = ((rows + 127) / 128) * ((cols + kMmaTileCols - 1) / kMmaTileCols);
+  const int64_t big_tiles = ceil_div(rows, 128) * ceil_div(cols, kMmaTileCols);
   const bool big = mean_rows >= 192 && big_tiles >= 2 * static_cast<int64_t>(sm_count);
   return {big ? 128 : 64, kMmaTileCols, true};
 }
