@@ -218,7 +218,7 @@ def test_float32_within_rounding_bound(kernel_backend, activation):
 def test_cpu_float32_saved_preactivation_within_bound(activation, padded):
     """The CPU op's two outputs, float32: the activation and the pre-activation the backward
     reads, each within its rounding bound of the float64 truth; ragged input (one GEMM, one
-    epilogue over every row) and padded (per sequence, ATen's epilogue from 4096 elements)."""
+    epilogue over every row) and padded (per sequence)."""
     lengths = [30, 0, 103, 7, 150]
     x, lens = padded_batch(lengths, 48, dtype=torch.float32)
     w, b = weights(40, 48, dtype=torch.float32)
@@ -239,29 +239,57 @@ def test_cpu_float32_saved_preactivation_within_bound(activation, padded):
     assert_within(out, truth_out, out_bound, "output")
 
 
+@pytest.mark.parametrize("activation", [a for a in ACTIVATIONS if a is not None])
+def test_cpu_epilogue_over_row_blocks_on_two_threads(activation):
+    """A ragged input with a shared weight takes its epilogue in blocks of rows across threads
+    (32K elements each): 2000 rows of 40 features make three blocks, whose outputs and saved
+    pre-activations must each land on their own rows, within the float32 bounds."""
+    lengths = [700, 0, 1300]
+    x, lens = padded_batch(lengths, 24, dtype=torch.float32)
+    w, b = weights(40, 24, dtype=torch.float32)
+    values = torch.cat([x[i, :n] for i, n in enumerate(lengths)])
+    act = {"relu": 1, "gelu": 2, "silu": 3}[activation]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out, pre = torch.ops.padkern.grouped_linear(values, offsets_of(lengths), w, b, act, True, values.shape[0])
+    finally:
+        torch.set_num_threads(threads)
+    v64, w64, b64 = values.double(), w.double(), b.double()
+    truth_pre = F.linear(v64, w64, b64)
+    pre_bound = sum_bound(F.linear(v64.abs(), w64.abs(), b64.abs()), 25, torch.float32)
+    assert_within(pre, truth_pre, pre_bound, "pre-activation")
+    assert_within(out, ACT_FN[activation](truth_pre), activation_bound(pre_bound, truth_pre, activation, torch.float32),
+                  "output")
+
+
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("with_nan", [False, True])
-def test_cpu_float32_gelu_of_infinity_on_both_epilogues(padded, with_nan):
-    """A row whose pre-activation is +inf (x = inf times positive weights): gelu gives +inf, as
-    the formula and the float64 path do, both in padkern's own loop (a short sequence) and in
-    ATen's vectorised epilogue (a long one; ATen's float32 gelu alone gives NaN there), with or
-    without a NaN row beside it."""
+def test_cpu_float32_gelu_at_infinities(padded, with_nan):
+    """Rows whose pre-activations are +inf and -inf (x = +-inf times positive weights): gelu
+    gives +inf and NaN (-inf * Phi(-inf) = -inf * 0), as the erf formula and the float64 path
+    do, in a short sequence and a long one, with or without a NaN row beside them."""
     lengths = [3, 150]
     x, lens = padded_batch(lengths, 8, dtype=torch.float32)
     w, b = weights(40, 8, dtype=torch.float32)
     w = w.abs()
     x[0, 1] = x[1, 100] = torch.tensor([math.inf] + [0.0] * 7)
+    x[0, 2] = x[1, 7] = torch.tensor([-math.inf] + [0.0] * 7)
     if with_nan:
         x[1, 120, 3] = math.nan
     values = torch.cat([x[i, :n] for i, n in enumerate(lengths)])
     source = x if padded else values
     out, _ = torch.ops.padkern.grouped_linear(source, offsets_of(lengths), w, b, 2, False, values.shape[0])
-    rows = (out[0, 1], out[1, 100]) if padded else (out[1], out[3 + 100])
-    for row in rows:
-        assert torch.equal(row, torch.full_like(row, math.inf))
-    nan_row = out[1, 120] if padded else out[3 + 120]
-    assert nan_row.isnan().all() == with_nan
-    assert out.isfinite().sum() == out.numel() - (3 if with_nan else 2) * 40
+    row = (lambda s, t: out[s, t]) if padded else (lambda s, t: out[sum(lengths[:s]) + t])  # noqa: E731
+    for s, t in ((0, 1), (1, 100)):
+        assert torch.equal(row(s, t), torch.full_like(row(s, t), math.inf))
+    assert row(0, 2).isnan().all() and row(1, 7).isnan().all()
+    assert row(1, 120).isnan().all() == with_nan
+    truth = per_sequence_masked(x.double(), lens, w.double(), b.double(), "gelu")
+    if not padded:
+        truth = torch.cat([truth[i, :n] for i, n in enumerate(lengths)])
+    assert out.isnan().sum() == truth.isnan().sum() == (3 if with_nan else 2) * 40
+    assert out.isinf().sum() == 2 * 40
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision kernels run on the GPU")

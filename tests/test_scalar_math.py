@@ -1,10 +1,12 @@
 """The CPU kernels' shared scalar maths (csrc/include/padkern/scalar_math.h, rnn_cells.h),
-compiled on its own: host exp against libm (tests/cpp/scalar_math_test.cpp), and the
-recurrences' gate loops vectorised in every target clone (tests/cpp/gate_loop_vectorises.cpp),
-read from gcc's vectoriser report with the extension's own compiler flags, and the attention's
-softmax rows (csrc/include/padkern/softmax_rows.h) read from the clones' machine code."""
+compiled on its own: host exp and the normal CDF against libm (tests/cpp/scalar_math_test.cpp)
+at each x86-64 level the clones are built for; the recurrences' gate loops vectorised in every
+target clone (tests/cpp/gate_loop_vectorises.cpp), read from gcc's vectoriser report with the
+extension's own compiler flags; the attention's softmax rows (softmax_rows.h) and the matmuls'
+epilogue (epilogue_rows.h) read from the clones' machine code."""
 import ast
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -23,9 +25,26 @@ def extension_cxx_flags():
     raise AssertionError("setup.py no longer defines CXX_FLAGS")
 
 
+def cpu_flags():
+    try:
+        return set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return set()
+
+
+# The x86-64 levels the extension's clones are built for (vector_clones.h): the same maths
+# contracted into FMAs there, so checked there too where this CPU can run it.
+LEVELS = {"x86-64": set(), "x86-64-v3": {"avx2", "fma"}, "x86-64-v4": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
+
+
 @needs_gxx
-def test_host_exp_against_libm(tmp_path):
-    run_cpp_check("scalar_math_test", tmp_path, optimisation="-O2")
+@pytest.mark.parametrize("level", LEVELS)
+def test_host_exp_and_normal_cdf_against_libm(tmp_path, level):
+    if platform.machine() != "x86_64":
+        pytest.skip("the x86-64 levels need an x86-64 CPU")
+    if not LEVELS[level] <= cpu_flags():
+        pytest.skip(f"this CPU cannot run {level} code")
+    run_cpp_check("scalar_math_test", tmp_path, "-O2", f"-march={level}")
 
 
 @needs_gxx
@@ -50,26 +69,35 @@ def test_gate_loops_vectorise_in_every_clone(tmp_path):
 
 @needs_gxx
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump")
-def test_softmax_rows_vectorise_in_every_clone(tmp_path):
-    """Their loops run on vector registers in the AVX-512 and AVX2 clones. Read from the machine
-    code, as gcc's report also counts loop versions that never run: it said "vectorized" while
-    a select on the input kept these clones scalar (a third of the attention forward's time)."""
+def test_row_loops_vectorise_in_every_clone(tmp_path):
+    """The softmax rows' and the matmul epilogue's loops run on vector registers in the AVX-512
+    and AVX2 clones. Read from the machine code, as gcc's report also counts loop versions that
+    never run: it said "vectorized" while a select on the input kept these clones scalar (a
+    third of the attention forward's time); libm's erf kept gelu's epilogue scalar."""
     source = tmp_path / "rows.cpp"
     source.write_text('#include "padkern/softmax_rows.h"\n'
+                      '#include "padkern/epilogue_rows.h"\n'
                       "template float padkern::row_peak<float>(const float*, int64_t);\n"
                       "template float padkern::exp_shifted_row<float>(float*, int64_t, float);\n"
                       "template void padkern::score_gradient_row<float>(const float*, float*, int64_t, float, "
-                      "float);\n")
+                      "float);\n"
+                      "template void padkern::epilogue_row<float, padkern::kGelu, true, true, float>(float*, float*, "
+                      "const float*, int64_t);\n"
+                      "template void padkern::epilogue_row<float, padkern::kSilu, false, false, float>(float*, float*, "
+                      "const float*, int64_t);\n")
     subprocess.run(["g++", "-std=c++17", *extension_cxx_flags(), "-I", INCLUDE, "-c", str(source),
                     "-o", str(tmp_path / "rows.o")], check=True)
     listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(tmp_path / "rows.o")],
                              capture_output=True, text=True, check=True).stdout
     functions = {block.splitlines()[0]: block for block in listing.split("\n\n") if block.strip()}
     # The loop's own work on full vector registers: the max, exp's polynomial (6 FMAs), the
-    # score gradient's subtraction.
+    # score gradient's subtraction; gelu's normal CDF (a 9-term polynomial and an exp), silu's
+    # exp.
     # Some vector code appears around a scalar loop too, so presence alone proves nothing.
     for name, instruction, least in (("row_peak<float>", "vmaxps", 1), ("exp_shifted_row<float>", "vfmadd", 6),
-                                     ("score_gradient_row<float>", "vsubps", 1)):
+                                     ("score_gradient_row<float>", "vsubps", 1),
+                                     ("epilogue_row<float, 2, true, true, float>", "vfmadd", 15),
+                                     ("epilogue_row<float, 3, false, false, float>", "vfmadd", 6)):
         for clone, register in (("arch_x86_64_v4", "%zmm"), ("arch_x86_64_v3", "%ymm")):
             bodies = [body for head, body in functions.items() if name in head and clone in head]
             if not bodies:

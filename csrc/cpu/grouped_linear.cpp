@@ -9,14 +9,14 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
-#include <limits>
+#include <algorithm>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "brgemm_blocks.h"
 #include "linear_gemm.h"
-#include "padkern/scalar_math.h"
+#include "padkern/epilogue_rows.h"
 #include "padkern/tensor_checks.h"
 
 namespace padkern {
@@ -28,60 +28,8 @@ at::Tensor sequence_rows(const at::Tensor& tensor, bool padded, int64_t b, int64
   return padded ? tensor.select(0, b).narrow(0, 0, length) : tensor.narrow(0, start, length);
 }
 
-template <typename scalar_t, int Act>
-void epilogue_rows(scalar_t* out, scalar_t* preactivation, const scalar_t* bias, int64_t rows, int64_t row_stride,
-                   int64_t features) {
-  using A = at::opmath_type<scalar_t>;
-  for (int64_t r = 0; r < rows; ++r) {
-    scalar_t* row = out + r * row_stride;
-    scalar_t* pre = preactivation == nullptr ? nullptr : preactivation + r * row_stride;
-    for (int64_t n = 0; n < features; ++n) {
-      const A z = static_cast<A>(row[n]) + (bias == nullptr ? A(0) : static_cast<A>(bias[n]));
-      if (pre != nullptr) pre[n] = static_cast<scalar_t>(z);
-      row[n] = static_cast<scalar_t>(activate<Act, A>(z));
-    }
-  }
-}
-
-template <typename scalar_t>
-void apply_epilogue(int64_t activation, scalar_t* out, scalar_t* preactivation, const scalar_t* bias, int64_t rows,
-                    int64_t features) {
-  switch (activation) {
-    case kRelu: return epilogue_rows<scalar_t, kRelu>(out, preactivation, bias, rows, features, features);
-    case kGelu: return epilogue_rows<scalar_t, kGelu>(out, preactivation, bias, rows, features, features);
-    case kSilu: return epilogue_rows<scalar_t, kSilu>(out, preactivation, bias, rows, features, features);
-    default: return epilogue_rows<scalar_t, kIdentity>(out, preactivation, bias, rows, features, features);
-  }
-}
-
-// float32's epilogue through ATen's own vectorised kernels, in place on `rows` [R, N] (pre
-// [R, N] gets the pre-activation when defined). padkern's loop above calls libm's erf, which
-// keeps it scalar: gelu over [8300, 512] took 26 ms there against 1.2 ms through ATen on a
-// Zen 5 core, and made ragged_linear + gelu's forward 3.7x its GEMM.
-void aten_epilogue(at::Tensor rows, const at::Tensor& bias, int64_t activation, at::Tensor pre) {
-  if (bias.defined()) rows.add_(bias);
-  if (pre.defined()) pre.copy_(rows);
-  switch (activation) {
-    case kRelu: at::relu_(rows); break;
-    case kSilu: at::silu_(rows); break;
-    case kGelu: {
-      // ATen's vectorised float32 gelu gives NaN at +inf where the formula (padkern's loop, its
-      // GPU kernels, float64) gives +inf: put those back. One max over the rows (NaN when any
-      // is NaN) rules them out in the usual case without a mask.
-      const float peak = rows.numel() > 0 ? rows.max().item<float>() : 0.0f;
-      const at::Tensor infinite =
-          peak == std::numeric_limits<float>::infinity() || peak != peak ? at::isposinf(rows) : at::Tensor();
-      at::gelu_(rows);
-      if (infinite.defined()) rows.masked_fill_(infinite, std::numeric_limits<float>::infinity());
-      break;
-    }
-    default: break;
-  }
-}
-
-// Elements of a sequence's rows (length x N) below which the epilogue stays padkern's loop:
-// ATen's three calls cost a few microseconds each, a loop over 4K elements about as much.
-constexpr int64_t kAtenEpilogueElements = 4096;
+// Elements of output a task of the all-rows epilogue takes at least (a few microseconds).
+constexpr int64_t kEpilogueGrainElements = 1 << 15;
 
 // Per sequence, in one task: zero its padded rows, GEMM its real rows (a single-threaded
 // GEMM inside the parallel region), then the epilogue while the rows are in cache.
@@ -119,18 +67,20 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
                                    input.stride(-1) == 1 && row_stride >= features_in &&
                                    weight.stride(2) == 1 && weight.stride(1) >= features;
 
-  const bool float_epilogue = needs_epilogue && out.scalar_type() == at::kFloat;
-  const at::Tensor epilogue_bias = bias.has_value() && !bias_in_gemm ? bias_contiguous : at::Tensor();
-  if (one_gemm && float_epilogue) {  // every row is real: one pass over all of them
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    aten_epilogue(out, epilogue_bias, activation, save ? preactivation : at::Tensor());
-    return {out, preactivation};
-  }
-
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
-    const scalar_t* bias_data = bias.has_value() ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* bias_data = bias.has_value() && !bias_in_gemm ? bias_contiguous.data_ptr<scalar_t>() : nullptr;
     scalar_t* out_data = out.data_ptr<scalar_t>();
     scalar_t* pre_data = save ? preactivation.data_ptr<scalar_t>() : nullptr;
+    if (one_gemm) {  // every row is real: the epilogue over all of them, in blocks of rows
+      if (!needs_epilogue) return;
+      const int64_t grain = std::max<int64_t>(1, kEpilogueGrainElements / std::max<int64_t>(features, 1));
+      at::parallel_for(0, out.size(0), grain, [&](int64_t begin, int64_t end) {
+        apply_epilogue<opmath_t>(activation, out_data + begin * features, save ? pre_data + begin * features : nullptr,
+                                 bias_data, end - begin, features);
+      });
+      return;
+    }
     const int64_t padded_length = padded ? input.size(1) : 0;
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
       // Worker threads do not inherit the caller's dispatch state: stay below autograd.
@@ -145,29 +95,23 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
           if (save) std::fill_n(pre_data + (first_row + length) * features, pad, scalar_t(0));
         }
         if (length == 0) continue;
-        if (!one_gemm) {
-          at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
-          const at::Tensor rows_in = sequence_rows(input, padded, b, offs[b], length);
-          if (shared.has_value()) {
-            rows_out.copy_(shared->product(rows_in, gemm_bias));
-          } else if constexpr (std::is_same_v<scalar_t, float>) {
-            if (per_sequence_brgemm) {
-              brgemm_product(length, features, features_in, rows_in.data_ptr<float>(), row_stride,
-                             weight.select(0, b).data_ptr<float>(), weight.stride(1), rows_out.data_ptr<float>(),
-                             features, /*accumulate=*/false);
-            } else {
-              at::mm_out(rows_out, rows_in, weight.select(0, b));
-            }
+        at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
+        const at::Tensor rows_in = sequence_rows(input, padded, b, offs[b], length);
+        if (shared.has_value()) {
+          rows_out.copy_(shared->product(rows_in, gemm_bias));
+        } else if constexpr (std::is_same_v<scalar_t, float>) {
+          if (per_sequence_brgemm) {
+            brgemm_product(length, features, features_in, rows_in.data_ptr<float>(), row_stride,
+                           weight.select(0, b).data_ptr<float>(), weight.stride(1), rows_out.data_ptr<float>(),
+                           features, /*accumulate=*/false);
           } else {
             at::mm_out(rows_out, rows_in, weight.select(0, b));
           }
+        } else {
+          at::mm_out(rows_out, rows_in, weight.select(0, b));
         }
-        if (float_epilogue && length * features >= kAtenEpilogueElements) {
-          const at::Tensor rows = out.view({-1, features}).narrow(0, first_row, length);
-          aten_epilogue(rows, epilogue_bias, activation,
-                        save ? preactivation.view({-1, features}).narrow(0, first_row, length) : at::Tensor());
-        } else if (needs_epilogue) {
-          apply_epilogue<scalar_t>(activation, out_data + first_row * features,
+        if (needs_epilogue) {
+          apply_epilogue<opmath_t>(activation, out_data + first_row * features,
                                    save ? pre_data + first_row * features : nullptr, bias_data, length, features);
         }
       }
