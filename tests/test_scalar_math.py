@@ -2,8 +2,9 @@
 compiled on its own: host exp and the normal CDF against libm (tests/cpp/scalar_math_test.cpp)
 at each x86-64 level the clones are built for; the recurrences' gate loops vectorised in every
 target clone (tests/cpp/gate_loop_vectorises.cpp), read from gcc's vectoriser report with the
-extension's own compiler flags; the attention's softmax rows (softmax_rows.h) and the matmuls'
-epilogue (epilogue_rows.h) read from the clones' machine code."""
+extension's own compiler flags; the attention's softmax rows (softmax_rows.h), the matmuls'
+epilogue (epilogue_rows.h) and the segment softmax's columns (segment_columns.h) read from the
+clones' machine code."""
 import ast
 import os
 import platform
@@ -70,10 +71,11 @@ def test_gate_loops_vectorise_in_every_clone(tmp_path):
 @needs_gxx
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump")
 def test_row_loops_vectorise_in_every_clone(tmp_path):
-    """The softmax rows' and the matmul epilogue's loops run on vector registers in the AVX-512
-    and AVX2 clones. Read from the machine code, as gcc's report also counts loop versions that
-    never run: it said "vectorized" while a select on the input kept these clones scalar (a
-    third of the attention forward's time); libm's erf kept gelu's epilogue scalar."""
+    """The softmax rows', the matmul epilogue's and the segment softmax's loops run on vector
+    registers in the AVX-512 and AVX2 clones. Read from the machine code, as gcc's report also
+    counts loop versions that never run: it said "vectorized" while a select on the input kept
+    these clones scalar (a third of the attention forward's time); libm's erf and exp kept the
+    gelu epilogue and the segment softmax scalar."""
     source = tmp_path / "rows.cpp"
     source.write_text('#include "padkern/softmax_rows.h"\n'
                       '#include "padkern/epilogue_rows.h"\n'
@@ -84,7 +86,12 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
                       "template void padkern::epilogue_row<float, padkern::kGelu, true, true, float>(float*, float*, "
                       "const float*, int64_t);\n"
                       "template void padkern::epilogue_row<float, padkern::kSilu, false, false, float>(float*, float*, "
-                      "const float*, int64_t);\n")
+                      "const float*, int64_t);\n"
+                      '#include "padkern/segment_columns.h"\n'
+                      "template void padkern::column_peaks<float, float>(const float*, int64_t, float*, int64_t);\n"
+                      "template void padkern::column_exps<float, float>(const float*, int64_t, const float*, float*, "
+                      "float*, int64_t);\n"
+                      "template void padkern::divide_columns<float, float>(float*, int64_t, const float*, int64_t);\n")
     subprocess.run(["g++", "-std=c++17", *extension_cxx_flags(), "-I", INCLUDE, "-c", str(source),
                     "-o", str(tmp_path / "rows.o")], check=True)
     listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(tmp_path / "rows.o")],
@@ -92,12 +99,15 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
     functions = {block.splitlines()[0]: block for block in listing.split("\n\n") if block.strip()}
     # The loop's own work on full vector registers: the max, exp's polynomial (6 FMAs), the
     # score gradient's subtraction; gelu's normal CDF (a 9-term polynomial and an exp), silu's
-    # exp.
+    # exp; the segment softmax's column max, exp and division.
     # Some vector code appears around a scalar loop too, so presence alone proves nothing.
     for name, instruction, least in (("row_peak<float>", "vmaxps", 1), ("exp_shifted_row<float>", "vfmadd", 6),
                                      ("score_gradient_row<float>", "vsubps", 1),
                                      ("epilogue_row<float, 2, true, true, float>", "vfmadd", 15),
-                                     ("epilogue_row<float, 3, false, false, float>", "vfmadd", 6)):
+                                     ("epilogue_row<float, 3, false, false, float>", "vfmadd", 6),
+                                     ("column_peaks<float, float>", "vmaxps", 1),
+                                     ("column_exps<float, float>", "vfmadd", 6),
+                                     ("divide_columns<float, float>", "vdivps", 1)):
         for clone, register in (("arch_x86_64_v4", "%zmm"), ("arch_x86_64_v3", "%ymm")):
             bodies = [body for head, body in functions.items() if name in head and clone in head]
             if not bodies:

@@ -32,10 +32,16 @@ def rounding_bound(op, values, offsets, dtype):
         return (sum_bound(magnitude, lengths + 1, dtype) / lengths.clamp(min=1)).reshape((-1,) + values.shape[1:])
     # softmax: each exp(x - max) is off by u |x - max| <= 2 u span (relative) plus its own few u,
     # the sum by gamma(n) relative, the division by u; doubled for online (rescaled) variants.
+    # Plus underflow: an exp or a quotient below the dtype's normal range may be flushed to zero
+    # (GPU fast exps, the CPU's floor), an absolute error under its smallest normal, twice.
+    # Non-finite entries make their columns' outputs 0 or NaN, checked exactly: the span is
+    # over the finite ones, and a NaN truth is bounded by 0 (assert_within matches NaN apart).
     rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=values.device), lengths.long().flatten())
-    span = per_sequence("segment_max", values.abs(), offsets).reshape(lengths.shape[0], -1)[rows]
+    finite = torch.where(values.isfinite(), values.abs(), torch.zeros_like(values))
+    span = per_sequence("segment_max", finite, offsets).reshape(lengths.shape[0], -1)[rows]
     relative = gamma(lengths[rows] + 8, dtype) + 4 * unit_roundoff(dtype) * span
-    return (2 * relative * per_sequence(op, values, offsets).reshape(rows.shape[0], -1)).reshape(values.shape)
+    truth = per_sequence(op, values, offsets).reshape(rows.shape[0], -1).nan_to_num(0.0)
+    return (2 * relative * truth + 2 * torch.finfo(dtype).tiny).reshape(values.shape)
 
 
 def assert_matches_truth(op, out, values, offsets):
@@ -68,6 +74,29 @@ def test_float32(kernel_backend, op):
     device, backend = kernel_backend
     values, offsets = random_ragged([40, 0, 7], (33,), dtype=torch.float32, device=device)
     assert_matches_truth(op, getattr(padkern.ops, op)(values, offsets, backend=backend), values, offsets)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_special_values_and_underflow(kernel_backend, dtype):
+    """Columns holding -inf entries (exactly 0 out), only -inf (NaN, as the reference), one +inf
+    (NaN), one NaN (NaN), and entries 80 to 800 below their column's peak, where exp leaves the
+    dtype's normal range: within the rounding bound and its underflow allowance."""
+    device, backend = kernel_backend
+    lengths = [5, 0, 40]
+    values, offsets = random_ragged(lengths, (6,), dtype=torch.float64)
+    inf, nan = float("inf"), float("nan")
+    values[[0, 3, 10, 44], 0] = -inf
+    values[:, 1] = -inf
+    values[7, 2] = inf
+    values[2, 3] = nan
+    values[5:, 4] = -torch.linspace(80, 800, 40, dtype=torch.float64)
+    values[20, 4] = 0.0
+    values, offsets = values.to(dtype).to(device), offsets.to(device)
+    out = padkern.ops.segment_softmax(values, offsets, backend=backend)
+    reference = padkern.ops.segment_softmax(values, offsets, backend="reference")
+    torch.testing.assert_close(out.isnan(), reference.isnan())
+    assert (out[[0, 3, 10, 44], 0] == 0).all()
+    assert_matches_truth("segment_softmax", out, values, offsets)
 
 
 @pytest.mark.parametrize("op", OPS)

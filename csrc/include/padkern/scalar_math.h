@@ -39,8 +39,14 @@ PADKERN_HOST_DEVICE float exp_near_zero(float r) {
   return p * r * r + r + 1.0f;
 }
 
+// The argument below which host_exp gives its floor, e^-87 (float) or e^-708 (double), not e^x.
+template <typename F>
+constexpr F host_exp_floor() {
+  return sizeof(F) == sizeof(float) ? F(-87) : F(-708);
+}
+
 PADKERN_HOST_DEVICE float host_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 89.0f ? 89.0f : x);
+  x = x < host_exp_floor<float>() ? host_exp_floor<float>() : (x > 89.0f ? 89.0f : x);
   const float z = x * 1.44269504088896341f;
   const int32_t n = static_cast<int32_t>(z + (z >= 0.0f ? 0.5f : -0.5f));
   const float nf = static_cast<float>(n);
@@ -63,7 +69,7 @@ PADKERN_HOST_DEVICE float host_exp_of_sum(float high, float low) {
 }
 
 PADKERN_HOST_DEVICE double host_exp(double x) {
-  x = x < -708.0 ? -708.0 : (x > 710.0 ? 710.0 : x);
+  x = x < host_exp_floor<double>() ? host_exp_floor<double>() : (x > 710.0 ? 710.0 : x);
   const double z = x * 1.4426950408889634073599;
   const int64_t n = static_cast<int64_t>(z + (z >= 0.0 ? 0.5 : -0.5));
   const double nf = static_cast<double>(n);

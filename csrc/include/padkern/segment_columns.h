@@ -1,0 +1,56 @@
+// The CPU segment softmax's loops over a sequence's rows [rows, features], per feature column:
+// the columns' peaks, their exps (kept in the output) and sums, then the division. Vectorised in
+// every clone: exp is host_exp, where libm's exp kept them scalar (tests/test_scalar_math.py
+// reads the clones' machine code). A: the arithmetic type; S: the stored one.
+#pragma once
+#include <cstdint>
+
+#include "padkern/scalar_math.h"
+#include "padkern/vector_clones.h"
+
+namespace padkern {
+
+// peak[d] = max(peak[d], rows[t, d]) over the rows; a NaN entry never wins (its column's exps
+// are NaN anyway).
+template <typename A, typename S>
+PADKERN_VECTOR_CLONES void column_peaks(const S* __restrict rows, int64_t count, A* __restrict peak, int64_t features) {
+  for (int64_t t = 0; t < count; ++t) {
+    const S* row = rows + t * features;
+    for (int64_t d = 0; d < features; ++d) {
+      const A value = static_cast<A>(row[d]);
+      peak[d] = value > peak[d] ? value : peak[d];
+    }
+  }
+}
+
+// out[t, d] = exp(rows[t, d] - peak[d]), total[d] += out[t, d]. As std::exp, NaN and -inf
+// included, but 0 wherever the argument lies below host_exp's floor (e^-87 for float, under
+// 1.7e-38 and a float's normal range), as a flush to zero would give: by a factor, not a
+// select, which gcc keeps on the loop's input scalar. A NaN argument (a NaN entry, or -inf
+// minus the -inf peak of an all -inf column, as in the reference) stays NaN.
+template <typename A, typename S>
+PADKERN_VECTOR_CLONES void column_exps(const S* __restrict rows, int64_t count, const A* __restrict peak,
+                                       A* __restrict total, S* __restrict out, int64_t features) {
+  for (int64_t t = 0; t < count; ++t) {
+    const S* row = rows + t * features;
+    S* out_row = out + t * features;
+    for (int64_t d = 0; d < features; ++d) {
+      const A shifted = static_cast<A>(row[d]) - peak[d];
+      const S e = static_cast<S>(host_exp(shifted) * static_cast<A>(!(shifted < host_exp_floor<A>())));
+      out_row[d] = e;
+      total[d] += static_cast<A>(e);
+    }
+  }
+}
+
+// out[t, d] /= total[d].
+template <typename A, typename S>
+PADKERN_VECTOR_CLONES void divide_columns(S* __restrict out, int64_t count, const A* __restrict total,
+                                          int64_t features) {
+  for (int64_t t = 0; t < count; ++t) {
+    S* out_row = out + t * features;
+    for (int64_t d = 0; d < features; ++d) out_row[d] = static_cast<S>(static_cast<A>(out_row[d]) / total[d]);
+  }
+}
+
+}  // namespace padkern
