@@ -185,15 +185,15 @@ def attention_forward(device):
 
 
 # name, measure(device), CPU guard (ratio to the floor). Measured on a Zen 5 host (AVX-512;
-# README.md, "Performance guard"), five to seven runs of the code since the recurrences' steps and
-# ragged_bmm moved to brgemm: pad 0.84-0.91, masked_linear 1.31-1.39, ragged_linear+gelu 1.17-1.24
-# since its float32 epilogue runs ATen's vectorised gelu (1.89-1.98 with padkern's scalar loop),
-# ragged_bmm 1.08-1.16, segment 1.78-2.40, LSTM/GRU/RNN forward 1.21-1.26/1.20-1.23/1.16-1.21,
-# forward+backward 1.30-1.32/1.32-1.35/1.39-1.46, ragged_conv1d at 16 groups 2.19-2.58,
-# ragged_attention forward 1.64-1.72 since its float32 tiles moved to brgemm (2.94-3.02 on BLAS);
-# its AVX2 code paths (the x86-64-v3 clones, torch held to AVX2) all lower or equal (recurrences
-# 1.13-1.20, attention 1.50-1.52, ragged_linear+gelu 1.10). Each guard sits 1.2-1.3x above the
-# highest. The recurrences with the vectorisation regression of 61e0624 (ff3c9c0, same run, weight
+# README.md, "Performance guard"), three runs of 2026-12-06 with the pre-faulted heap: pad
+# 0.83-0.95, masked_linear 1.33-1.34, ragged_linear+gelu 1.17-1.19, ragged_bmm 1.11-1.12, segment
+# 0.51-0.67 since its loops were vectorised (1.81-2.07 with libm's exp), LSTM/GRU/RNN forward
+# 1.21-1.23/1.20-1.23/1.16-1.21, forward+backward 1.30-1.33/1.32-1.33/1.38-1.40, ragged_conv1d at
+# 16 groups 2.13-2.15, ragged_attention forward 1.64-1.66 since its float32 tiles moved to brgemm
+# (2.94-3.02 on BLAS); its AVX2 code paths (the x86-64-v3 clones, torch held to AVX2) all lower
+# or equal (recurrences 1.15-1.19, attention 1.51, segment 0.59). Each guard sits 1.2-1.35x above
+# the highest, except where it was set before the heap was steadied (conv 3.1 against 2.58 then).
+# The recurrences with the vectorisation regression of 61e0624 (ff3c9c0, same run, weight
 # gradients on at::mm) read forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4 against floors
 # without the brgemm engine, which can only make a floor faster; the grouped conv's GEMM route
 # before the direct kernels was about 3.5x slower, the attention forward with its softmax rows
@@ -245,7 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("--wall", action="store_true",
                         help="CPU cases on all threads, by the wall clock (the guards assume the default)")
     args = parser.parse_args(argv)
-    steady_heap()
+    if not steady_heap():
+        print("the heap could not be steadied (not glibc?): large tensors may land on fresh pages, "
+              "and ratios vary more between runs", flush=True)
     if not args.wall:
         use_thread_clock()
     devices = [torch.device("cpu")]

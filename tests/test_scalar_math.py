@@ -75,7 +75,7 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
     registers in the AVX-512 and AVX2 clones. Read from the machine code, as gcc's report also
     counts loop versions that never run: it said "vectorized" while a select on the input kept
     these clones scalar (a third of the attention forward's time); libm's erf and exp kept the
-    gelu epilogue and the segment softmax scalar."""
+    gelu epilogue and the segment softmax scalar, a branch segment_max."""
     source = tmp_path / "rows.cpp"
     source.write_text('#include "padkern/softmax_rows.h"\n'
                       '#include "padkern/epilogue_rows.h"\n'
@@ -91,7 +91,9 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
                       "template void padkern::column_peaks<float, float>(const float*, int64_t, float*, int64_t);\n"
                       "template void padkern::column_exps<float, float>(const float*, int64_t, const float*, float*, "
                       "float*, int64_t);\n"
-                      "template void padkern::divide_columns<float, float>(float*, int64_t, const float*, int64_t);\n")
+                      "template void padkern::divide_columns<float, float>(float*, int64_t, const float*, int64_t);\n"
+                      "template void padkern::column_maxima<float, float>(const float*, int64_t, int64_t, float*, "
+                      "int64_t*, int64_t);\n")
     subprocess.run(["g++", "-std=c++17", *extension_cxx_flags(), "-I", INCLUDE, "-c", str(source),
                     "-o", str(tmp_path / "rows.o")], check=True)
     listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(tmp_path / "rows.o")],
@@ -99,7 +101,8 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
     functions = {block.splitlines()[0]: block for block in listing.split("\n\n") if block.strip()}
     # The loop's own work on full vector registers: the max, exp's polynomial (6 FMAs), the
     # score gradient's subtraction; gelu's normal CDF (a 9-term polynomial and an exp), silu's
-    # exp; the segment softmax's column max, exp and division.
+    # exp; the segment softmax's column max, exp and division; segment_max's comparisons (value
+    # above the best, NaN tests).
     # Some vector code appears around a scalar loop too, so presence alone proves nothing.
     for name, instruction, least in (("row_peak<float>", "vmaxps", 1), ("exp_shifted_row<float>", "vfmadd", 6),
                                      ("score_gradient_row<float>", "vsubps", 1),
@@ -107,7 +110,8 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
                                      ("epilogue_row<float, 3, false, false, float>", "vfmadd", 6),
                                      ("column_peaks<float, float>", "vmaxps", 1),
                                      ("column_exps<float, float>", "vfmadd", 6),
-                                     ("divide_columns<float, float>", "vdivps", 1)):
+                                     ("divide_columns<float, float>", "vdivps", 1),
+                                     ("column_maxima<float, float>", "vcmp", 3)):
         for clone, register in (("arch_x86_64_v4", "%zmm"), ("arch_x86_64_v3", "%ymm")):
             bodies = [body for head, body in functions.items() if name in head and clone in head]
             if not bodies:

@@ -32,8 +32,9 @@ def rounding_bound(op, values, offsets, dtype):
         return (sum_bound(magnitude, lengths + 1, dtype) / lengths.clamp(min=1)).reshape((-1,) + values.shape[1:])
     # softmax: each exp(x - max) is off by u |x - max| <= 2 u span (relative) plus its own few u,
     # the sum by gamma(n) relative, the division by u; doubled for online (rescaled) variants.
-    # Plus underflow: an exp or a quotient below the dtype's normal range may be flushed to zero
-    # (GPU fast exps, the CPU's floor), an absolute error under its smallest normal, twice.
+    # Plus underflow: an exp or a quotient below the normal range of the arithmetic (float32 at
+    # least) may be flushed to zero (GPU fast exps, the CPU's floor), an absolute error under its
+    # smallest normal, twice; and storing into the dtype's subnormals rounds to its smallest step.
     # Non-finite entries make their columns' outputs 0 or NaN, checked exactly: the span is
     # over the finite ones, and a NaN truth is bounded by 0 (assert_within matches NaN apart).
     rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=values.device), lengths.long().flatten())
@@ -41,7 +42,9 @@ def rounding_bound(op, values, offsets, dtype):
     span = per_sequence("segment_max", finite, offsets).reshape(lengths.shape[0], -1)[rows]
     relative = gamma(lengths[rows] + 8, dtype) + 4 * unit_roundoff(dtype) * span
     truth = per_sequence(op, values, offsets).reshape(rows.shape[0], -1).nan_to_num(0.0)
-    return (2 * relative * truth + 2 * torch.finfo(dtype).tiny).reshape(values.shape)
+    arithmetic = torch.finfo(torch.promote_types(dtype, torch.float32))
+    underflow = 2 * arithmetic.tiny + torch.finfo(dtype).tiny * torch.finfo(dtype).eps
+    return (2 * relative * truth + underflow).reshape(values.shape)
 
 
 def assert_matches_truth(op, out, values, offsets):
@@ -96,6 +99,10 @@ def test_softmax_special_values_and_underflow(kernel_backend, dtype):
     reference = padkern.ops.segment_softmax(values, offsets, backend="reference")
     torch.testing.assert_close(out.isnan(), reference.isnan())
     assert (out[[0, 3, 10, 44], 0] == 0).all()
+    if backend == "cpu":  # below host_exp's floor an exp is 0, not the floor's e^-87 or e^-708
+        floor = -87.0 if dtype == torch.float32 else -708.0
+        below = values[5:, 4] - values[20, 4] < floor
+        assert below.any() and (out[5:, 4][below] == 0).all()
     assert_matches_truth("segment_softmax", out, values, offsets)
 
 

@@ -30,21 +30,13 @@ void reduce_kernel(const scalar_t* values, const int64_t* offsets, int64_t batch
       scalar_t* out_row = out + b * features;
       if (mode == kMax) {
         int64_t* arg_row = argmax + b * features;
-        std::fill(acc.begin(), acc.end(), -std::numeric_limits<A>::infinity());
-        std::fill(arg_row, arg_row + features, int64_t{-1});
-        for (int64_t t = 0; t < length; ++t) {
-          const scalar_t* row = values + (start + t) * features;
-          for (int64_t d = 0; d < features; ++d) {
-            const A v = static_cast<A>(row[d]);
-            // The first row, any larger value, and the first NaN (which then stays: NaN
-            // propagates as in torch.amax) take the place.
-            if (arg_row[d] < 0 || v > acc[d] || (v != v && acc[d] == acc[d])) {
-              acc[d] = v;
-              arg_row[d] = start + t;
-            }
-          }
+        if (length == 0) {
+          std::fill(arg_row, arg_row + features, int64_t{-1});
+          std::fill(out_row, out_row + features, scalar_t(0));
+          continue;
         }
-        for (int64_t d = 0; d < features; ++d) out_row[d] = length == 0 ? scalar_t(0) : static_cast<scalar_t>(acc[d]);
+        column_maxima(values + start * features, length, start, acc.data(), arg_row, features);
+        for (int64_t d = 0; d < features; ++d) out_row[d] = static_cast<scalar_t>(acc[d]);
       } else {
         std::fill(acc.begin(), acc.end(), A(0));
         for (int64_t t = 0; t < length; ++t) {

@@ -1,7 +1,9 @@
-// The CPU segment softmax's loops over a sequence's rows [rows, features], per feature column:
-// the columns' peaks, their exps (kept in the output) and sums, then the division. Vectorised in
-// every clone: exp is host_exp, where libm's exp kept them scalar (tests/test_scalar_math.py
-// reads the clones' machine code). A: the arithmetic type; S: the stored one.
+// The CPU segment ops' loops over a sequence's rows [count, features], per feature column: the
+// maximum and its row (segment_max), and the softmax's peaks, exps (kept in the output) and
+// sums, then its division. Vectorised in every clone (tests/test_scalar_math.py reads the
+// clones' machine code): exp is host_exp, where libm's exp kept the softmax scalar, and the
+// maximum's choice of row a select, where a branch kept segment_max 13x slower than the sum.
+// A: the arithmetic type; S: the stored one.
 #pragma once
 #include <cstdint>
 
@@ -9,6 +11,28 @@
 #include "padkern/vector_clones.h"
 
 namespace padkern {
+
+// peak[d] = the column's maximum over the rows (count >= 1) and arg[d] = first_row plus the
+// first row holding it; the first NaN takes the place and keeps it (NaN propagates, as in
+// torch.amax), and a column of -inf gives -inf at row 0.
+template <typename A, typename S>
+PADKERN_VECTOR_CLONES void column_maxima(const S* __restrict rows, int64_t count, int64_t first_row,
+                                         A* __restrict peak, int64_t* __restrict arg, int64_t features) {
+  for (int64_t d = 0; d < features; ++d) {
+    peak[d] = static_cast<A>(rows[d]);
+    arg[d] = first_row;
+  }
+  for (int64_t t = 1; t < count; ++t) {
+    const S* row = rows + t * features;
+    for (int64_t d = 0; d < features; ++d) {
+      // The best so far read once: read again inside the condition, it made the loop 3x slower.
+      const A value = static_cast<A>(row[d]), best = peak[d];
+      const bool take = (value > best) | ((value != value) & (best == best));
+      peak[d] = take ? value : best;
+      arg[d] = take ? first_row + t : arg[d];
+    }
+  }
+}
 
 // peak[d] = max(peak[d], rows[t, d]) over the rows; a NaN entry never wins (its column's exps
 // are NaN anyway).
@@ -24,8 +48,8 @@ PADKERN_VECTOR_CLONES void column_peaks(const S* __restrict rows, int64_t count,
 }
 
 // out[t, d] = exp(rows[t, d] - peak[d]), total[d] += out[t, d]. As std::exp, NaN and -inf
-// included, but 0 wherever the argument lies below host_exp's floor (e^-87 for float, under
-// 1.7e-38 and a float's normal range), as a flush to zero would give: by a factor, not a
+// included, but 0 wherever the argument lies below host_exp's floor (-87 for float, where e^x
+// is under 1.7e-38; -708 for double), as a flush to zero would give: by a factor, not a
 // select, which gcc keeps on the loop's input scalar. A NaN argument (a NaN entry, or -inf
 // minus the -inf peak of an all -inf column, as in the reference) stays NaN.
 template <typename A, typename S>
