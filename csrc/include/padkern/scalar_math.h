@@ -20,14 +20,10 @@ PADKERN_HOST_DEVICE F exp2_half(I k) {
   return scale;
 }
 
-// Host exp without a libm call, so the compiler vectorises the gate loops (a libm
-// call per element made the CPU gate loop 2x slower than its GEMMs). Cephes' range
-// reduction e^x = 2^n e^r, |r| <= ln2/2, then a polynomial (float: ~1 ulp) or Pade
-// approximant (double: ~1e-16 relative) of e^r, and 2^n built in the exponent bits.
-// Overflow, exp(+inf) included, gives inf as in torch (so silu(-inf) = -inf * sigmoid(-inf)
-// is NaN): the upper clamp lies past ln(FLT_MAX), and 2^n is applied as two exact halves whose
-// product overflows exactly when e^x does. A select on the input instead kept gcc from
-// vectorising the AVX2/AVX-512 gate loops (1.6x slower LSTM forward).
+// Cephes' range reduction for float: n = round(x log2 e) and r = x - n ln2, with ln2 split as
+// kLn2High + kLn2Low, the first short enough that n times it is exact.
+constexpr float kLog2e = 1.44269504088896341f, kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;
+
 // e^r for |r| <= ln2/2 (Cephes' polynomial, ~1 ulp).
 PADKERN_HOST_DEVICE float exp_near_zero(float r) {
   float p = 1.9875691500e-4f;
@@ -45,12 +41,20 @@ constexpr F host_exp_floor() {
   return sizeof(F) == sizeof(float) ? F(-87) : F(-708);
 }
 
+// Host exp without a libm call, so the compiler vectorises the gate loops (a libm
+// call per element made the CPU gate loop 2x slower than its GEMMs). Cephes' range
+// reduction e^x = 2^n e^r, |r| <= ln2/2, then a polynomial (float: ~1 ulp) or Pade
+// approximant (double: ~1e-16 relative) of e^r, and 2^n built in the exponent bits.
+// Overflow, exp(+inf) included, gives inf as in torch (so silu(-inf) = -inf * sigmoid(-inf)
+// is NaN): the upper clamp lies past ln(FLT_MAX), and 2^n is applied as two exact halves whose
+// product overflows exactly when e^x does. A select on the input instead kept gcc from
+// vectorising the AVX2/AVX-512 gate loops (1.6x slower LSTM forward).
 PADKERN_HOST_DEVICE float host_exp(float x) {
   x = x < host_exp_floor<float>() ? host_exp_floor<float>() : (x > 89.0f ? 89.0f : x);
-  const float z = x * 1.44269504088896341f;
+  const float z = x * kLog2e;
   const int32_t n = static_cast<int32_t>(z + (z >= 0.0f ? 0.5f : -0.5f));
   const float nf = static_cast<float>(n);
-  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
+  const float r = (x - nf * kLn2High) - nf * kLn2Low;
   return exp_near_zero(r) * exp2_half<float, int32_t, 127, 23>(n >> 1) *
          exp2_half<float, int32_t, 127, 23>(n - (n >> 1));
 }
@@ -61,10 +65,10 @@ PADKERN_HOST_DEVICE float host_exp(float x) {
 // difference is under 2); below, it rounds by at most 2^-25, as the next step would. No clamps:
 // the caller keeps the sum in range.
 PADKERN_HOST_DEVICE float host_exp_of_sum(float high, float low) {
-  const float z = (high + low) * 1.44269504088896341f;
+  const float z = (high + low) * kLog2e;
   const int32_t n = static_cast<int32_t>(z - 0.5f);  // rounds a non-positive z
   const float nf = static_cast<float>(n);
-  const float r = ((high - nf * 0.693359375f) + low) + nf * 2.12194440e-4f;
+  const float r = ((high - nf * kLn2High) + low) - nf * kLn2Low;
   return exp_near_zero(r) * exp2_half<float, int32_t, 127, 23>(n);
 }
 
