@@ -4,7 +4,10 @@ tests/test_gpu_attention.py) check every element against it.
 
 Bounds follow TESTING.md: eps times the magnitudes summed, propagated through each step
 of FlashAttention-2's forward and backward (scores, softmax, P V; dP, delta, dS, dQ, dK,
-dV), so they hold for any seed rather than for one draw.
+dV), so they hold for any seed rather than for one draw. Each kept weight p may also be off
+by an underflow allowance, twice the arithmetic dtype's smallest normal: where p lies below
+it, an exp that flushes to zero (a GPU's, padkern's CPU loops below host_exp's floor) gives
+0 and the truth a subnormal.
 """
 import math
 
@@ -28,8 +31,9 @@ def make_case(lengths, kv_lengths, heads, kv_heads, head_dim, dtype, device="cpu
     return q, k, v, grad_out, offsets_of(lengths, device), offsets_of(kv_lengths, device)
 
 
-def _sequence(q, k, v, grad_out, causal, scale, eps):
-    """One sequence, heads expanded: q, grad_out [n, H, D]; k, v [m, H, D] (float64)."""
+def _sequence(q, k, v, grad_out, causal, scale, eps, tiny):
+    """One sequence, heads expanded: q, grad_out [n, H, D]; k, v [m, H, D] (float64); eps and
+    tiny: the arithmetic dtype's epsilon and underflow allowance."""
     n, m, head_dim = q.shape[0], k.shape[0], q.shape[2]
     s = torch.einsum("ihd,jhd->hij", q, k) * scale
     keep = torch.ones(n, m, dtype=torch.bool, device=q.device)
@@ -51,15 +55,16 @@ def _sequence(q, k, v, grad_out, causal, scale, eps):
     mag_s = torch.einsum("ihd,jhd->hij", abs_q, abs_k) * scale
     row_err = head_dim * eps * torch.where(keep, mag_s, 0.0).amax(-1, keepdim=True) if m else mag_s.sum(-1, True)
     rel_p = 2 * row_err + (m + 4) * eps  # [H, n, 1]
-    err_out = torch.einsum("hij,jhd->ihd", rel_p * p, abs_v)
+    err_p = rel_p * p + keep.to(p.dtype) * tiny  # [H, n, m]
+    err_out = torch.einsum("hij,jhd->ihd", err_p, abs_v)
     err_lse = (row_err[..., 0] + (m + 2) * eps).T + torch.finfo(torch.float32).eps * lse.T.abs().nan_to_num(0, 0, 0)
     err_dp = head_dim * eps * torch.einsum("ihd,jhd->hij", abs_do, abs_v)
     err_delta = (head_dim * eps * (abs_do * out.abs()).sum(-1) + (abs_do * err_out).sum(-1)).T
-    err_ds = rel_p * p * (dp - delta[..., None]).abs() + p * (err_dp + err_delta[..., None]) + eps * ds.abs()
+    err_ds = err_p * (dp - delta[..., None]).abs() + (p + err_p) * (err_dp + err_delta[..., None]) + eps * ds.abs()
     abs_ds = ds.abs()
     err_dq = scale * (torch.einsum("hij,jhd->ihd", err_ds, abs_k) + m * eps * torch.einsum("hij,jhd->ihd", abs_ds, abs_k))
     err_dk = scale * (torch.einsum("hij,ihd->jhd", err_ds, abs_q) + n * eps * torch.einsum("hij,ihd->jhd", abs_ds, abs_q))
-    err_dv = torch.einsum("hij,ihd->jhd", (rel_p + n * eps) * p, abs_do)
+    err_dv = torch.einsum("hij,ihd->jhd", err_p + n * eps * p, abs_do)
     values = (out, lse.T, dq, dk, dv)
     errors = (err_out, err_lse, err_dq, err_dk, err_dv)
     return values, errors
@@ -78,7 +83,8 @@ def truth(q, k, v, grad_out, offsets, kv_offsets, causal, scale, dtype):
     """(out, lse, grad_q, grad_k, grad_v): the reference's values in float64 (on the CPU) and
     their error bounds for a kernel computing in ``dtype`` (float32 accumulation for reduced
     precisions)."""
-    eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+    arithmetic = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32)
+    eps, tiny = arithmetic.eps, 2 * arithmetic.tiny
     group = q.shape[1] // k.shape[1]
     q, k, v, grad_out = (t.double() for t in (q, k, v, grad_out))
     pieces = []
@@ -86,7 +92,7 @@ def truth(q, k, v, grad_out, offsets, kv_offsets, causal, scale, dtype):
     for b in range(len(bounds) - 1):
         rows, kv_rows = slice(bounds[b], bounds[b + 1]), slice(kv_bounds[b], kv_bounds[b + 1])
         expand = lambda t: t[kv_rows].repeat_interleave(group, 1)  # noqa: E731
-        values, errors = _sequence(q[rows], expand(k), expand(v), grad_out[rows], causal, scale, eps)
+        values, errors = _sequence(q[rows], expand(k), expand(v), grad_out[rows], causal, scale, eps, tiny)
         pieces.append((values, errors))
     results = []
     for index in range(5):

@@ -257,6 +257,34 @@ def test_cpu_float32_non_finite_row_reaches_the_keys_it_sees(poisoned):
         assert torch.equal(got.isnan(), want.isnan()), f"{name}: NaN in rows {rows_of(got)}, float64 {rows_of(want)}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_keys_far_below_the_peak(kernel_backend, dtype):
+    """Keys from 0 to twice the exp floor's reach (87 in float32, 708 in float64) below their
+    row's peak, in a sequence of 24 queries and one of 5 (the CPU's brgemm and BLAS tiles):
+    every output within the truth's bounds, which allow for an exp that flushes to zero; on
+    the CPU, a key past host_exp's floor weighs exactly nothing and gets no gradient."""
+    device, backend = kernel_backend
+    skip_missing(backend)
+    floor = 87.0 if dtype == torch.float32 else 708.0
+    lengths = [24, 5]
+    q, k, v, grad_out, offsets, kv_offsets = make_case(lengths, lengths, 1, 1, 4, torch.float64, seed=5)
+    q[:, :, 0], q[:, :, 1:] = 1.0, q[:, :, 1:] / 10
+    k[:, :, 1:] /= 10
+    gaps = torch.cat([torch.linspace(0, 2 * floor, n, dtype=torch.float64) for n in lengths])
+    k[:, 0, 0] = -gaps  # the first key of each sequence is every row's peak
+    q, k, v, grad_out = (t.to(dtype) for t in (q, k, v, grad_out))
+    leaves = [t.to(device).requires_grad_() for t in (q, k, v)]
+    out = padkern.ops.ragged_attention(*leaves, offsets.to(device), scale=1.0, backend=backend)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(device))
+    expected = truth(q, k, v, grad_out, offsets, kv_offsets, False, 1.0, dtype)
+    for name, got, (value, bound) in zip(("out", "grad_q", "grad_k", "grad_v"), (out,) + grads,
+                                         expected[:1] + expected[2:]):
+        truth_assert_within(name, got, value, bound)
+    if backend == "cpu":
+        far = gaps > floor + 1  # past the floor for every query (their scores differ by < 1)
+        assert far.any() and (grads[1][far] == 0).all() and (grads[2][far] == 0).all()
+
+
 def test_every_output_written(kernel_backend):
     device, backend = kernel_backend
     skip_missing(backend)

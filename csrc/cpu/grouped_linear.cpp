@@ -28,6 +28,22 @@ at::Tensor sequence_rows(const at::Tensor& tensor, bool padded, int64_t b, int64
   return padded ? tensor.select(0, b).narrow(0, 0, length) : tensor.narrow(0, start, length);
 }
 
+// rows_out = rows_in x weight, one sequence's rows by its own weight [K, N]: padkern's brgemm
+// blocks on raw pointers for float32 where the caller found both operands row-major
+// (brgemm_ok), ATen's mm otherwise.
+template <typename scalar_t>
+void sequence_product(at::Tensor& rows_out, const at::Tensor& rows_in, const at::Tensor& weight, bool brgemm_ok) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (brgemm_ok) {
+      brgemm_product(rows_in.size(0), weight.size(1), weight.size(0), rows_in.data_ptr<float>(), rows_in.stride(0),
+                     weight.data_ptr<float>(), weight.stride(0), rows_out.data_ptr<float>(), rows_out.stride(0),
+                     /*accumulate=*/false);
+      return;
+    }
+  }
+  at::mm_out(rows_out, rows_in, weight);
+}
+
 // Elements of output a task of the all-rows epilogue takes at least (a few microseconds).
 constexpr int64_t kEpilogueGrainElements = 1 << 15;
 
@@ -99,16 +115,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
         const at::Tensor rows_in = sequence_rows(input, padded, b, offs[b], length);
         if (shared.has_value()) {
           rows_out.copy_(shared->product(rows_in, gemm_bias));
-        } else if constexpr (std::is_same_v<scalar_t, float>) {
-          if (per_sequence_brgemm) {
-            brgemm_product(length, features, features_in, rows_in.data_ptr<float>(), row_stride,
-                           weight.select(0, b).data_ptr<float>(), weight.stride(1), rows_out.data_ptr<float>(),
-                           features, /*accumulate=*/false);
-          } else {
-            at::mm_out(rows_out, rows_in, weight.select(0, b));
-          }
         } else {
-          at::mm_out(rows_out, rows_in, weight.select(0, b));
+          sequence_product<scalar_t>(rows_out, rows_in, weight.select(0, b), per_sequence_brgemm);
         }
         if (needs_epilogue) {
           apply_epilogue<opmath_t>(activation, out_data + first_row * features,

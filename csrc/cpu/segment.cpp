@@ -6,7 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <limits>
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -71,8 +71,6 @@ void softmax_kernel(const scalar_t* values, const int64_t* offsets, int64_t batc
     std::vector<A> peak(features), total(features);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t start = offsets[b], length = offsets[b + 1] - start;
-      std::fill(peak.begin(), peak.end(), -std::numeric_limits<A>::infinity());
-      std::fill(total.begin(), total.end(), A(0));
       // Three passes over the sequence's rows, which stay in cache between them (a sequence of
       // 128 rows x 256 floats is 128 KB).
       const scalar_t* rows = values + start * features;

@@ -6,6 +6,7 @@
 // A: the arithmetic type; S: the stored one.
 #pragma once
 #include <cstdint>
+#include <limits>
 
 #include "padkern/scalar_math.h"
 #include "padkern/vector_clones.h"
@@ -34,10 +35,11 @@ PADKERN_VECTOR_CLONES void column_maxima(const S* __restrict rows, int64_t count
   }
 }
 
-// peak[d] = max(peak[d], rows[t, d]) over the rows; a NaN entry never wins (its column's exps
-// are NaN anyway).
+// peak[d] = the column's maximum over the rows, -inf when count is 0; a NaN entry never wins
+// (its column's exps are NaN anyway).
 template <typename A, typename S>
 PADKERN_VECTOR_CLONES void column_peaks(const S* __restrict rows, int64_t count, A* __restrict peak, int64_t features) {
+  for (int64_t d = 0; d < features; ++d) peak[d] = -std::numeric_limits<A>::infinity();
   for (int64_t t = 0; t < count; ++t) {
     const S* row = rows + t * features;
     for (int64_t d = 0; d < features; ++d) {
@@ -47,7 +49,7 @@ PADKERN_VECTOR_CLONES void column_peaks(const S* __restrict rows, int64_t count,
   }
 }
 
-// out[t, d] = exp(rows[t, d] - peak[d]), total[d] += out[t, d]. As std::exp, NaN and -inf
+// out[t, d] = exp(rows[t, d] - peak[d]) and total[d] = their sum over the rows. As std::exp, NaN and -inf
 // included, but 0 wherever the argument lies below host_exp's floor (-87 for float, where e^x
 // is under 1.7e-38; -708 for double), as a flush to zero would give: by a factor, not a
 // select, which gcc keeps on the loop's input scalar. A NaN argument (a NaN entry, or -inf
@@ -55,6 +57,7 @@ PADKERN_VECTOR_CLONES void column_peaks(const S* __restrict rows, int64_t count,
 template <typename A, typename S>
 PADKERN_VECTOR_CLONES void column_exps(const S* __restrict rows, int64_t count, const A* __restrict peak,
                                        A* __restrict total, S* __restrict out, int64_t features) {
+  for (int64_t d = 0; d < features; ++d) total[d] = A(0);
   for (int64_t t = 0; t < count; ++t) {
     const S* row = rows + t * features;
     S* out_row = out + t * features;

@@ -23,8 +23,10 @@ PADKERN_VECTOR_CLONES T row_peak(const T* __restrict row, int64_t cols) {
 
 // row[j] = exp(row[j] - shift), in place; returns their sum. A -inf entry (a masked key)
 // gives exactly 0 whatever the shift, NaN included, so a NaN row reaches only the keys it
-// sees; otherwise as std::exp (exp(-inf) 0, NaN stays NaN, exp(+inf) inf), but finite
-// arguments below -87 (float) give e^-87 instead of a denormal or 0.
+// sees; otherwise as std::exp (exp(-inf) 0, NaN stays NaN, exp(+inf) inf), but 0 wherever the
+// argument lies below host_exp's floor (-87 float, -708 double), as a flush to zero would give
+// and as the segment softmax's column_exps: a key that far below the row's peak weighs nothing
+// and gets no gradient.
 template <typename T>
 PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
@@ -36,9 +38,10 @@ PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < cols; ++j) {
     const T score = row[j], x = score - shift;
-    // Masked keys are zeroed by a factor, not a select: gcc keeps a select on the loop's
-    // input scalar (as in host_exp's history). host_exp(-inf) is finite, so the product is 0.
-    const T keep = static_cast<T>((score != neg_inf) & (x != neg_inf));
+    // Masked and far keys are zeroed by a factor, not a select: gcc keeps a select on the
+    // loop's input scalar (as in host_exp's history). host_exp's result is finite there, so
+    // the product is 0; a NaN x passes the test and stays NaN.
+    const T keep = static_cast<T>((score != neg_inf) & !(x < host_exp_floor<T>()));
     row[j] = host_exp(x) * keep;
     sum += row[j];
   }
