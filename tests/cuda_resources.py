@@ -69,11 +69,12 @@ def demangle(names):
 def compile_report(source: str, arch: str, workdir: str):
     nvcc = nvcc_path()
     cubin = os.path.join(workdir, os.path.basename(source) + ".cubin")
-    # The flags torch's extension build gives nvcc, so the code compiled is the code shipped.
+    # The flags torch's extension build and setup.py give nvcc, so the code compiled is the
+    # code shipped.
     from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
 
-    cmd = [nvcc, "-std=c++17", "-O3", *COMMON_NVCC_FLAGS, f"-arch=sm_{arch}", "-cubin", "-Xptxas=-v", "-o", cubin,
-           source]
+    cmd = [nvcc, "-std=c++17", "-O3", "-lineinfo", *COMMON_NVCC_FLAGS, f"-arch=sm_{arch}", "-cubin", "-Xptxas=-v",
+           "-o", cubin, source]
     for inc in include_dirs():
         cmd += ["-I", inc]
     done = subprocess.run(cmd, capture_output=True, text=True)

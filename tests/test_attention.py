@@ -356,20 +356,24 @@ def test_bad_input(change, error, message):
         _bad(**change)()
 
 
-def test_gpu_head_dim_limit():
-    """Past D=256 no GPU kernel backend fits its tiles: auto runs the reference there, an
-    explicit kernel backend is refused by name (tests/test_gpu_attention.py runs it on a GPU)."""
-    from padkern.ops.attention import GPU_MAX_HEAD_DIM, gpu_head_dim_backend
+def test_gpu_head_dim_and_head_count_limits():
+    """Past D=256 no GPU kernel backend fits its tiles, and past 65535 query heads none fits its
+    grid: auto runs the reference there, an explicit kernel backend is refused by name
+    (tests/test_gpu_attention.py runs both on a GPU)."""
+    from padkern.ops.attention import GPU_MAX_HEAD_DIM, GPU_MAX_HEADS, gpu_limits_backend
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert gpu_head_dim_backend("cuda", None, cuda, GPU_MAX_HEAD_DIM) == "cuda"
-    assert gpu_head_dim_backend("triton", None, cuda, 257) == "reference"
-    assert gpu_head_dim_backend("triton", "triton", cpu, 257) == "triton"  # the interpreter has no limit
+    assert gpu_limits_backend("cuda", None, cuda, GPU_MAX_HEADS, GPU_MAX_HEAD_DIM) == "cuda"
+    assert gpu_limits_backend("triton", None, cuda, 8, 257) == "reference"
+    assert gpu_limits_backend("cuda", None, cuda, 65536, 64) == "reference"
+    assert gpu_limits_backend("triton", "triton", cpu, 65536, 257) == "triton"  # the interpreter has no limit
     for name in ("cuda", "triton"):
         with pytest.raises(ValueError, match=f"backend '{name}' takes head_dim up to 256 on a GPU, got 257"):
-            gpu_head_dim_backend(name, name, cuda, 257)
+            gpu_limits_backend(name, name, cuda, 8, 257)
+        with pytest.raises(ValueError, match=f"backend '{name}' takes up to 65535 query heads on a GPU, got 65536"):
+            gpu_limits_backend(name, name, cuda, 65536, 64)
     with padkern.use_backend("triton"), pytest.raises(ValueError, match="backend='reference' takes any"):
-        gpu_head_dim_backend("triton", None, cuda, 300)
+        gpu_limits_backend("triton", None, cuda, 8, 300)
 
 
 def test_native_op_checks_layout():

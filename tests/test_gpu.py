@@ -144,3 +144,35 @@ def test_cuda_kernels_clamp_offsets_into_their_tensors():
         actual = run_layer(cell, values, beyond, weights, [], False, "cuda")
         for a, e in zip(actual, expected):
             assert torch.equal(a, e), cell
+
+
+def test_recurrence_state_past_shared_memory_names_the_limit():
+    """The per-sequence recurrences keep their state vectors in shared memory: an H whose
+    state cannot fit there (float64, 2 vectors for the RNN forward, 6 for the LSTM backward)
+    raises a ValueError naming hidden_size and its limit, not the launch's 'invalid argument'.
+    The weights are stride-0 views: the check comes before any copy of them."""
+    limit = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    dev = dict(device="cuda", dtype=torch.float64)
+    offsets = torch.tensor([0, 1], device="cuda")
+    hidden = limit // (2 * 8) + 1
+    with pytest.raises(ValueError, match=rf"rnn_recurrence on CUDA: hidden_size {hidden} .* at most {hidden - 1}"):
+        torch.ops.padkern.rnn_recurrence(torch.zeros(1, hidden, **dev), offsets,
+                                         torch.zeros(1, 1, **dev).expand(hidden, hidden), torch.zeros(1, hidden, **dev),
+                                         0, False)
+    hidden = limit // (6 * 8) + 1
+    row, gates = torch.zeros(1, hidden, **dev), torch.zeros(1, 4 * hidden, **dev)
+    with pytest.raises(ValueError, match=rf"lstm_recurrence_backward on CUDA: hidden_size {hidden} "):
+        torch.ops.padkern.lstm_recurrence_backward(row, row, row, gates, row, offsets,
+                                                   torch.zeros(1, 1, **dev).expand(4 * hidden, hidden), row, False)
+
+
+@pytest.mark.parametrize("op", ["segment_sum", "segment_max", "segment_softmax"])
+def test_segment_features_past_the_grid_row(op):
+    """The segment kernels take 256 features a block, with at most 65535 blocks a sequence (the
+    grid's y): past that, each block takes several chunks. The last features agree too."""
+    features = 65535 * 256 + 300
+    values = torch.randn(3, features, device="cuda")
+    offsets = torch.tensor([0, 2, 2, 3], device="cuda")
+    got = getattr(padkern.ops, op)(values, offsets, backend="cuda")
+    want = getattr(padkern.ops, op)(values, offsets, backend="reference")
+    torch.testing.assert_close(got, want)

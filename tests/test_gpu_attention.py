@@ -145,3 +145,19 @@ def test_cuda_head_dim_past_the_kernels():
     for backend in ("cuda", "triton"):
         with pytest.raises(ValueError, match="takes head_dim up to 256 on a GPU"):
             padkern.ops.ragged_attention(q, k, v, offsets, backend=backend)
+
+
+def test_cuda_heads_past_the_grid():
+    """65536 query heads: past the 65535 a GPU grid's y axis holds, auto runs the reference on
+    the GPU; the kernel backends refuse it by name, the native op too."""
+    import padkern
+
+    q, k, v, _, offsets, _ = make_case([3, 0, 2], [3, 0, 2], 65536, 1, 8, torch.float32, "cuda", 0)
+    got = padkern.ops.ragged_attention(q, k, v, offsets, causal=True)
+    want = padkern.ops.ragged_attention(q, k, v, offsets, causal=True, backend="reference")
+    assert torch.equal(got, want)
+    for backend in ("cuda", "triton"):
+        with pytest.raises(ValueError, match="takes up to 65535 query heads on a GPU, got 65536"):
+            padkern.ops.ragged_attention(q, k, v, offsets, backend=backend)
+    with pytest.raises(RuntimeError, match="takes up to 65535 query heads, got 65536"):
+        torch.ops.padkern.ragged_attention(q, k, v, offsets, offsets, False, 1.0)

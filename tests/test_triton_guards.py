@@ -160,3 +160,29 @@ def test_launcher_names_the_argument_with_the_wrong_layout(case):
     call, message = _layout_cases()[case]
     with pytest.raises(RuntimeError, match=message):
         call()
+
+
+# ----- axes past the grid's y ------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["pad", "unpad", "segment_sum", "segment_max", "segment_softmax"])
+def test_blocks_past_the_grid_row_fall_to_earlier_programs(monkeypatch, op):
+    """A CUDA grid stops at 65535 programs along y: the launchers cap the axis that grows with
+    the input (guards.grid_y) and the kernels loop over the blocks past it. With the cap at 2,
+    each program takes several blocks: time blocks of 16 steps (256 features) for pad and
+    unpad, feature blocks of 128 for the segment ops."""
+    import padkern
+    from padkern.triton import guards
+
+    monkeypatch.setattr(guards, "MAX_GRID_Y", 2)
+    lengths = [70, 0, 33]
+    offsets = offsets_of(lengths, DEVICE)
+    if op in ("pad", "unpad"):
+        values = randn(sum(lengths), 256)
+        padded = padkern.ops.pad(values, offsets, 75, backend="reference")
+        got = (padkern.ops.pad(values, offsets, 75, backend="triton") if op == "pad" else
+               padkern.ops.unpad(padded, offsets, backend="triton"))
+        want = padded if op == "pad" else values
+    else:
+        values = randn(sum(lengths), 300)
+        got = getattr(padkern.ops, op)(values, offsets, backend="triton")
+        want = getattr(padkern.ops, op)(values, offsets, backend="reference")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_forward_kernel(At
   constexpr int kRows = kAttentionThreads / kLanes;
   const RowTile tile = row_tile(args, kRows, false);
   if (!tile.live) return;
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* k_tile = reinterpret_cast<T*>(shared_bytes);
   T* v_tile = k_tile + staged * args.head_dim;
   const int64_t head = blockIdx.y, kv_head = head / (args.heads / args.kv_heads), dim = args.head_dim;
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_dq_kernel(Attenti
   constexpr bool kExactLse = std::is_same<A, double>::value;
   const RowTile tile = row_tile(args, kRows, false);
   if (!tile.live) return;
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* k_tile = reinterpret_cast<T*>(shared_bytes);
   T* v_tile = k_tile + staged * args.head_dim;
   const int64_t head = blockIdx.y, kv_head = head / (args.heads / args.kv_heads), dim = args.head_dim;
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_dkv_kernel(Attent
   constexpr int kRows = kAttentionThreads / kLanes;
   const RowTile tile = row_tile(args, kRows, true);
   if (!tile.live) return;
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   A* lse_tile = reinterpret_cast<A*>(shared_bytes);
   A* delta_tile = lse_tile + staged;
   T* q_tile = reinterpret_cast<T*>(delta_tile + staged);

@@ -128,9 +128,13 @@ cuda::AttentionArgs attention_args(const at::Tensor& q, const at::Tensor& k, con
   return args;
 }
 
-void check_own_head_dim(const at::Tensor& q) {
+// The own kernel's tiles hold rows of up to kAttentionMaxHeadDim features, and its grid's y
+// axis, which CUDA stops at 65535, the query (or key/value) heads.
+void check_own_kernel_limits(const at::Tensor& q) {
   TORCH_CHECK(q.size(2) <= cuda::kAttentionMaxHeadDim, "padkern: the cuda backend's attention kernel takes head_dim up to ",
               cuda::kAttentionMaxHeadDim, ", got ", q.size(2), "; backend='reference' takes any");
+  TORCH_CHECK(q.size(1) <= 65535, "padkern: the cuda backend's attention kernel takes up to 65535 query heads, got ",
+              q.size(1), "; backend='reference' takes any");
 }
 
 std::tuple<at::Tensor, at::Tensor> ragged_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -150,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor> ragged_attention_cuda(const at::Tensor& q, co
     lse.masked_fill_(lse == kInfinity, -kInfinity);
     return {std::get<0>(result), lse};
   }
-  check_own_head_dim(q);
+  check_own_kernel_limits(q);
   cuda::AttentionArgs args = attention_args(q, k, v, offsets, kv_offsets, causal, scale);
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat));
@@ -189,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ragged_attention_backward_cuda(
                                          cumulative_lengths(kv_offsets, k.size(0)), length_bound(q.size(0)),
                                          length_bound(k.size(0)), 0.0, causal, rng_state, unused, scale);
   }
-  check_own_head_dim(q);
+  check_own_kernel_limits(q);
   const int rows_per_block = cuda::attention_rows_per_block(q.size(2));
   at::Tensor grad_q = at::empty_like(q), grad_k = at::empty_like(k), grad_v = at::empty_like(v);
   // delta = rowsum(dO * O) and lse, both [L, Hq] in the accumulator type, for the dK/dV pass.

@@ -126,7 +126,8 @@ cudaError_t launch_gru_forward(ElementType type, const GruForwardArgs& args, cud
     using T = decltype(storage);
     using A = decltype(accumulate);
     return launch_per_sequence(gru_forward_kernel<T, A, true>, gru_forward_kernel<T, A, false>, args,
-                               2 * args.hidden * sizeof(A), 3 * args.hidden * args.hidden * sizeof(T), stream);
+                               kGruStateVectors.forward * args.hidden * sizeof(A),
+                               3 * args.hidden * args.hidden * sizeof(T), stream);
   });
 }
 
@@ -135,7 +136,8 @@ cudaError_t launch_gru_backward(ElementType type, const GruBackwardArgs& args, c
     using T = decltype(storage);
     using A = decltype(accumulate);
     return launch_per_sequence(gru_backward_kernel<T, A, true>, gru_backward_kernel<T, A, false>, args,
-                               4 * args.hidden * sizeof(A), 3 * args.hidden * args.hidden * sizeof(T), stream);
+                               kGruStateVectors.backward * args.hidden * sizeof(A),
+                               3 * args.hidden * args.hidden * sizeof(T), stream);
   });
 }
 

@@ -140,7 +140,8 @@ cudaError_t launch_lstm_forward(ElementType type, const LstmForwardArgs& args, c
     using T = decltype(storage);
     using A = decltype(accumulate);
     return launch_per_sequence(lstm_forward_kernel<T, A, true>, lstm_forward_kernel<T, A, false>, args,
-                               3 * args.hidden * sizeof(A), 4 * args.hidden * args.hidden * sizeof(T), stream);
+                               kLstmStateVectors.forward * args.hidden * sizeof(A),
+                               4 * args.hidden * args.hidden * sizeof(T), stream);
   });
 }
 
@@ -149,7 +150,8 @@ cudaError_t launch_lstm_backward(ElementType type, const LstmBackwardArgs& args,
     using T = decltype(storage);
     using A = decltype(accumulate);
     return launch_per_sequence(lstm_backward_kernel<T, A, true>, lstm_backward_kernel<T, A, false>, args,
-                               6 * args.hidden * sizeof(A), 4 * args.hidden * args.hidden * sizeof(T), stream);
+                               kLstmStateVectors.backward * args.hidden * sizeof(A),
+                               4 * args.hidden * args.hidden * sizeof(T), stream);
   });
 }
 

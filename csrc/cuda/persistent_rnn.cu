@@ -298,7 +298,8 @@ cudaError_t co_resident(int gates, int64_t hidden, int units, bool* fits) {
 template <typename T>
 cudaError_t launch_persistent(int gates, const PersistentRnnArgs& args, cudaStream_t stream) {
   if (args.batch == 0 || args.hidden == 0) return cudaSuccess;
-  if (reinterpret_cast<uintptr_t>(args.w_hh) % 16 != 0) return cudaErrorMisalignedAddress;  // 16-byte cp.async
+  // 16-byte cp.async copies; aligned_weights guarantees it, so this is a caller's bug.
+  if (reinterpret_cast<uintptr_t>(args.w_hh) % 16 != 0) return cudaErrorInvalidValue;
   bool fits = false;
   cudaError_t err = co_resident<T>(gates, args.hidden, args.units, &fits);
   if (err != cudaSuccess) return err;

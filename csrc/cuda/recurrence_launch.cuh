@@ -58,6 +58,7 @@ inline int threads_for(int64_t hidden) {
 struct SharedPlan {
   size_t bytes;
   bool weights_in_shared;
+  int device_limit;  // the device's opt-in maximum per block
 };
 
 // `state_bytes` of per-block state always; the weights too when the device allows it.
@@ -67,16 +68,20 @@ inline cudaError_t plan_shared(size_t state_bytes, size_t weight_bytes, SharedPl
   if (err != cudaSuccess) return err;
   err = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (err != cudaSuccess) return err;
+  plan->device_limit = limit;
   plan->weights_in_shared = state_bytes + weight_bytes <= static_cast<size_t>(limit);
   plan->bytes = state_bytes + (plan->weights_in_shared ? weight_bytes : 0);
-  if (plan->bytes > static_cast<size_t>(limit)) return cudaErrorInvalidValue;  // H too large for the state
+  // H too large for the state (the bindings' check_state_fits names the limit first).
+  if (plan->bytes > static_cast<size_t>(limit)) return cudaErrorInvalidValue;
   return cudaSuccess;
 }
 
-// Allows `kernel` the dynamic shared memory of `plan` (above 48 KB needs an opt-in).
+// Allows `kernel` dynamic shared memory above 48 KB (an opt-in): the device's maximum, not
+// this call's need, so that another host thread launching the same kernel for a smaller H
+// can never lower the allowance under this launch.
 template <typename Kernel>
 cudaError_t allow_shared(Kernel kernel, const SharedPlan& plan) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.bytes));
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.device_limit);
 }
 
 // The weights a recurrence reads every step: copied once into `shared` (the caller

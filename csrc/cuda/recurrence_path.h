@@ -60,11 +60,11 @@ inline PersistentChoice persistent_choice(const at::Tensor& gates_x, int gates, 
   return {units, path == RecurrencePath::Persistent};
 }
 
-// Launch errors after which `auto` runs the per-sequence kernels instead: the device
-// could not hold the grid after all (MPS or an SM partition), or the weights' layout.
+// Launch errors after which `auto` runs the per-sequence kernels instead: the device could
+// not hold the grid after all (MPS or an SM partition). Nothing else: a device fault left by
+// an earlier kernel is sticky and must surface, not meet the per-sequence launch.
 inline bool persistent_fallback(cudaError_t err, const PersistentChoice& choice) {
-  if (choice.required || (err != cudaErrorCooperativeLaunchTooLarge && err != cudaErrorNotSupported &&
-                          err != cudaErrorMisalignedAddress)) {
+  if (choice.required || (err != cudaErrorCooperativeLaunchTooLarge && err != cudaErrorNotSupported)) {
     return false;
   }
   (void)cudaGetLastError();  // clear it: nothing ran

@@ -91,7 +91,8 @@ cudaError_t launch_rnn_forward(ElementType type, const RnnForwardArgs& args, cud
     using T = decltype(storage);
     using A = decltype(accumulate);
     return launch_per_sequence(rnn_forward_kernel<T, A, true>, rnn_forward_kernel<T, A, false>, args,
-                               2 * args.hidden * sizeof(A), args.hidden * args.hidden * sizeof(T), stream);
+                               kRnnStateVectors.forward * args.hidden * sizeof(A),
+                               args.hidden * args.hidden * sizeof(T), stream);
   });
 }
 
@@ -100,7 +101,8 @@ cudaError_t launch_rnn_backward(ElementType type, const RnnBackwardArgs& args, c
     using T = decltype(storage);
     using A = decltype(accumulate);
     return launch_per_sequence(rnn_backward_kernel<T, A, true>, rnn_backward_kernel<T, A, false>, args,
-                               2 * args.hidden * sizeof(A), args.hidden * args.hidden * sizeof(T), stream);
+                               kRnnStateVectors.backward * args.hidden * sizeof(A),
+                               args.hidden * args.hidden * sizeof(T), stream);
   });
 }
 

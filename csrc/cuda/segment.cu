@@ -1,7 +1,9 @@
 // CUDA segment reductions and softmax: block (sequence, feature chunk), one thread
 // per feature walking the sequence's rows, so each row read is coalesced.
+#include <algorithm>
 #include <limits>
 
+#include "padkern/int_math.h"
 #include "padkern/linear_kernels.h"
 #include "padkern/ragged_layout.h"
 #include "padkern/scalar_math.h"
@@ -13,10 +15,12 @@ namespace {
 
 constexpr int kSegmentThreads = 256;
 
+// gridDim.y stops at 65535: past 65535 chunks of features, each block takes several.
+constexpr unsigned kMaxFeatureChunks = 65535;
+
+// Feature column d of sequence b: sum, mean or max (with its row).
 template <typename T, typename A>
-__global__ void segment_reduce_kernel(SegmentArgs args) {
-  const int64_t b = blockIdx.x, d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x;
-  if (d >= args.features) return;
+__device__ void reduce_column(const SegmentArgs& args, int64_t b, int64_t d) {
   const T* values = static_cast<const T*>(args.values);
   const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
   const int64_t bos = span.bos, eos = span.eos;
@@ -40,10 +44,9 @@ __global__ void segment_reduce_kernel(SegmentArgs args) {
   if (args.argmax != nullptr) args.argmax[b * args.features + d] = best;
 }
 
+// Feature column d of sequence b: its softmax over the sequence's rows.
 template <typename T, typename A>
-__global__ void segment_softmax_kernel(SegmentArgs args) {
-  const int64_t b = blockIdx.x, d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x;
-  if (d >= args.features) return;
+__device__ void softmax_column(const SegmentArgs& args, int64_t b, int64_t d) {
   const T* values = static_cast<const T*>(args.values);
   T* out = static_cast<T*>(args.output);
   const SequenceSpan span = sequence_span(args.offsets, b, args.tokens);
@@ -56,9 +59,25 @@ __global__ void segment_softmax_kernel(SegmentArgs args) {
   }
 }
 
+template <typename T, typename A>
+__global__ void segment_reduce_kernel(SegmentArgs args) {
+  const int64_t stride = int64_t{gridDim.y} * kSegmentThreads;
+  for (int64_t d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x; d < args.features; d += stride) {
+    reduce_column<T, A>(args, blockIdx.x, d);
+  }
+}
+
+template <typename T, typename A>
+__global__ void segment_softmax_kernel(SegmentArgs args) {
+  const int64_t stride = int64_t{gridDim.y} * kSegmentThreads;
+  for (int64_t d = int64_t{blockIdx.y} * kSegmentThreads + threadIdx.x; d < args.features; d += stride) {
+    softmax_column<T, A>(args, blockIdx.x, d);
+  }
+}
+
 dim3 segment_grid(const SegmentArgs& args) {
-  return dim3(static_cast<unsigned>(args.batch),
-              static_cast<unsigned>((args.features + kSegmentThreads - 1) / kSegmentThreads));
+  const int64_t chunks = ceil_div(args.features, kSegmentThreads);
+  return dim3(static_cast<unsigned>(args.batch), static_cast<unsigned>(std::min<int64_t>(chunks, kMaxFeatureChunks)));
 }
 
 template <typename T, typename A>

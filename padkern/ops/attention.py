@@ -80,18 +80,24 @@ def _check_heads(q, k, v):
 
 
 # The GPU kernels (padkern's CUDA kernel, torch's flash kernel, the Triton kernels) keep tiles
-# of rows of D elements in shared memory and registers, sized for D up to 256.
+# of rows of D elements in shared memory and registers, sized for D up to 256, and put the
+# heads on their grid's y axis, which CUDA stops at 65535.
 GPU_MAX_HEAD_DIM = 256
+GPU_MAX_HEADS = 65535
 
 
-def gpu_head_dim_backend(name: str, requested, device: torch.device, head_dim: int) -> str:
-    """``name`` unless a GPU kernel backend cannot take ``head_dim``: auto then runs the
-    reference (torch's own ops, on the GPU too); an explicit choice is an error."""
-    if device.type != "cuda" or name == "reference" or head_dim <= GPU_MAX_HEAD_DIM:
+def gpu_limits_backend(name: str, requested, device: torch.device, heads: int, head_dim: int) -> str:
+    """``name`` unless a GPU kernel backend cannot take ``heads`` query heads of ``head_dim``:
+    auto then runs the reference (torch's own ops, on the GPU too); an explicit choice is an
+    error."""
+    if device.type != "cuda" or name == "reference" or (head_dim <= GPU_MAX_HEAD_DIM and heads <= GPU_MAX_HEADS):
         return name
     if _backend.requested_name(requested) == "auto":
         return "reference"
-    raise ValueError(f"backend {name!r} takes head_dim up to {GPU_MAX_HEAD_DIM} on a GPU, got {head_dim}; "
+    if head_dim > GPU_MAX_HEAD_DIM:
+        raise ValueError(f"backend {name!r} takes head_dim up to {GPU_MAX_HEAD_DIM} on a GPU, got {head_dim}; "
+                         f"backend='reference' takes any")
+    raise ValueError(f"backend {name!r} takes up to {GPU_MAX_HEADS} query heads on a GPU, got {heads}; "
                      f"backend='reference' takes any")
 
 
@@ -126,7 +132,7 @@ def ragged_attention(q, k, v, offsets, *, kv_offsets=None, causal: bool = False,
     scale = reference.default_scale(q.shape[2]) if scale is None else float(scale)
     q, k, v = _validate.dense(q), _validate.dense(k), _validate.dense(v)
     name = _backend.resolve(backend, q.device, "ragged_attention", q.dtype)
-    name = gpu_head_dim_backend(name, backend, q.device, q.shape[2])
+    name = gpu_limits_backend(name, backend, q.device, q.shape[1], q.shape[2])
     if name == "reference":
         return reference.ragged_attention(q, k, v, offsets, kv_offsets, bool(causal), scale)[0]
     if name == "triton" and _TRITON is None:

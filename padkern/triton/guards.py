@@ -13,6 +13,16 @@ import triton
 import triton.language as tl
 
 
+# A CUDA grid holds at most 65535 programs along y and z: launchers cap an axis that grows
+# with the input there, and its kernel loops over the blocks past it.
+MAX_GRID_Y = 65535
+
+
+def grid_y(blocks: int) -> int:
+    """Programs along y for ``blocks`` blocks: each program takes every grid_y-th block."""
+    return max(1, min(blocks, MAX_GRID_Y))
+
+
 def _fail(op: str, name: str, expected: str, tensor: torch.Tensor) -> None:
     raise RuntimeError(f"{op}: {name} must be {expected}, got a {tensor.dtype} tensor of shape "
                        f"{tuple(tensor.shape)} and strides {tensor.stride()} on {tensor.device}")

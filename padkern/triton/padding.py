@@ -25,16 +25,18 @@ def _pad_kernel(
     i_d = tl.program_id(2)
     bos, eos = sequence_bounds(p_offsets, i_b, L)
     length = tl.minimum(eos - bos, T)
-    o_t = (i_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < D
-    m_real = (o_t < length)[:, None] & m_d[None, :]
     # The fill is read in the values' own dtype: as a float32 argument it would round
     # (float64 0.1, int64 -123456789).
     fill = tl.load(p_fill)
-    b_rows = tl.load(p_values + (bos + o_t)[:, None] * stride_values + o_d[None, :], mask=m_real, other=fill)
-    p_out = p_padded + i_b * stride_batch + o_t[:, None] * stride_time + o_d[None, :]
-    tl.store(p_out, b_rows, mask=(o_t < T)[:, None] & m_d[None, :])
+    # Time blocks past the grid's y (guards.grid_y) fall to the programs before them.
+    for t0 in range((i_t * BLOCK_T).to(tl.int64), T, tl.num_programs(1) * BLOCK_T):
+        o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        m_real = (o_t < length)[:, None] & m_d[None, :]
+        b_rows = tl.load(p_values + (bos + o_t)[:, None] * stride_values + o_d[None, :], mask=m_real, other=fill)
+        p_out = p_padded + i_b * stride_batch + o_t[:, None] * stride_time + o_d[None, :]
+        tl.store(p_out, b_rows, mask=(o_t < T)[:, None] & m_d[None, :])
 
 
 @triton.jit
@@ -49,9 +51,9 @@ def _unpad_kernel(
     bos, eos = sequence_bounds(p_offsets, i_b, L)
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < D
-    # A grid-stride loop over the sequence's tokens: the grid covers T steps, so with
-    # lengths <= T each program runs once; the tokens of a longer sequence past T are
-    # written as 0.
+    # A grid-stride loop over the sequence's tokens: the grid covers T steps (up to the grid's
+    # y, guards.grid_y), so with lengths <= T each program runs about once; the tokens of a
+    # longer sequence past T are written as 0.
     for t0 in range((i_t * BLOCK_T).to(tl.int64), eos - bos, tl.num_programs(1) * BLOCK_T):
         o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         m_token = o_t < eos - bos
@@ -82,7 +84,7 @@ def pad_triton(values: torch.Tensor, offsets: torch.Tensor, total_length: int, p
     padded = values.new_empty(shape)
     if padded.numel() > 0:
         block_t, block_d = _blocks(total_length, features)
-        grid = (batch, triton.cdiv(total_length, block_t), triton.cdiv(features, block_d))
+        grid = (batch, guards.grid_y(triton.cdiv(total_length, block_t)), triton.cdiv(features, block_d))
         stride_batch, stride_time = _time_batch_strides(padded, batch_first)
         launchable(_pad_kernel)[grid](
             values, offsets, values.new_full((1,), padding_value), padded, values.shape[0], total_length, features,
@@ -104,7 +106,7 @@ def unpad_triton(padded: torch.Tensor, offsets: torch.Tensor, total_tokens: int,
     if values.numel() > 0:
         block_t, block_d = _blocks(padded_length, features)
         # At least one program along time even when T == 0: tokens past T are still written.
-        grid = (batch, max(1, triton.cdiv(padded_length, block_t)), triton.cdiv(features, block_d))
+        grid = (batch, guards.grid_y(triton.cdiv(padded_length, block_t)), triton.cdiv(features, block_d))
         stride_batch, stride_time = _time_batch_strides(padded, batch_first)
         launchable(_unpad_kernel)[grid](
             padded, offsets, values, total_tokens, padded_length, features,

@@ -32,63 +32,65 @@ def _segment_reduce_kernel(
     MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     i_b = tl.program_id(0).to(tl.int64)
-    i_d = tl.program_id(1)
     bos, eos = sequence_bounds(p_offsets, i_b, L)
-    o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    m_d = o_d < D
-    if MODE == 2:
-        best = tl.full((BLOCK_D,), float("-inf"), ACC)
-        best_row = tl.full((BLOCK_D,), -1, tl.int64)
-    else:
-        best = tl.zeros((BLOCK_D,), ACC)
-    for t0 in range(bos, eos, BLOCK_T):
-        o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
-        m = (o_t < eos)[:, None] & m_d[None, :]
+    # Feature blocks past the grid's y (guards.grid_y) fall to the programs before them.
+    for d0 in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
+        o_d = d0 + tl.arange(0, BLOCK_D)
+        m_d = o_d < D
         if MODE == 2:
-            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
-            chunk_best, chunk_row = _chunk_max(b_v, o_t, m, eos)
-            # As csrc/cpu/segment.cpp: the first chunk, a strictly larger maximum, or the
-            # first NaN (which then stays) takes the place; so the first row holding the
-            # maximum, or the first NaN row, is the argmax.
-            take = (best_row < 0) | (chunk_best > best) | ((chunk_best != chunk_best) & (best == best))
-            best = tl.where(take, chunk_best, best)
-            best_row = tl.where(take, chunk_row, best_row)
+            best = tl.full((BLOCK_D,), float("-inf"), ACC)
+            best_row = tl.full((BLOCK_D,), -1, tl.int64)
         else:
-            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(ACC)
-            best += tl.sum(b_v, 0)
-    if MODE == 1:
-        best = best / tl.maximum(eos - bos, 1).to(ACC)
-    if MODE == 2:
-        best = tl.where(eos > bos, best, 0.0)
-        tl.store(p_argmax + i_b * D + o_d, best_row, mask=m_d)
-    tl.store(p_out + i_b * D + o_d, best.to(p_out.dtype.element_ty), mask=m_d)
+            best = tl.zeros((BLOCK_D,), ACC)
+        for t0 in range(bos, eos, BLOCK_T):
+            o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+            m = (o_t < eos)[:, None] & m_d[None, :]
+            if MODE == 2:
+                b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
+                chunk_best, chunk_row = _chunk_max(b_v, o_t, m, eos)
+                # As csrc/cpu/segment.cpp: the first chunk, a strictly larger maximum, or the
+                # first NaN (which then stays) takes the place; so the first row holding the
+                # maximum, or the first NaN row, is the argmax.
+                take = (best_row < 0) | (chunk_best > best) | ((chunk_best != chunk_best) & (best == best))
+                best = tl.where(take, chunk_best, best)
+                best_row = tl.where(take, chunk_row, best_row)
+            else:
+                b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(ACC)
+                best += tl.sum(b_v, 0)
+        if MODE == 1:
+            best = best / tl.maximum(eos - bos, 1).to(ACC)
+        if MODE == 2:
+            best = tl.where(eos > bos, best, 0.0)
+            tl.store(p_argmax + i_b * D + o_d, best_row, mask=m_d)
+        tl.store(p_out + i_b * D + o_d, best.to(p_out.dtype.element_ty), mask=m_d)
 
 
 @triton.jit
 def _segment_softmax_kernel(p_values, p_offsets, p_out, L, D, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
                             BLOCK_D: tl.constexpr):
     i_b = tl.program_id(0).to(tl.int64)
-    i_d = tl.program_id(1)
     bos, eos = sequence_bounds(p_offsets, i_b, L)
-    o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    m_d = o_d < D
-    peak = tl.full((BLOCK_D,), float("-inf"), ACC)
-    total = tl.zeros((BLOCK_D,), ACC)
-    # One pass for max and sum, rescaling the running sum when the max grows.
-    for t0 in range(bos, eos, BLOCK_T):
-        o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
-        m = (o_t < eos)[:, None] & m_d[None, :]
-        b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
-        new_peak = tl.maximum(peak, tl.max(b_v, 0))
-        safe_peak = tl.where(new_peak == float("-inf"), 0.0, new_peak)
-        total = total * tl.exp(peak - safe_peak) + tl.sum(tl.exp(b_v - safe_peak[None, :]), 0)
-        peak = new_peak
-    for t0 in range(bos, eos, BLOCK_T):
-        o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
-        m = (o_t < eos)[:, None] & m_d[None, :]
-        b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(ACC)
-        b_y = tl.exp(b_v - peak[None, :]) / total[None, :]
-        tl.store(p_out + o_t[:, None] * D + o_d[None, :], b_y.to(p_out.dtype.element_ty), mask=m)
+    # Feature blocks past the grid's y (guards.grid_y) fall to the programs before them.
+    for d0 in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
+        o_d = d0 + tl.arange(0, BLOCK_D)
+        m_d = o_d < D
+        peak = tl.full((BLOCK_D,), float("-inf"), ACC)
+        total = tl.zeros((BLOCK_D,), ACC)
+        # One pass for max and sum, rescaling the running sum when the max grows.
+        for t0 in range(bos, eos, BLOCK_T):
+            o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+            m = (o_t < eos)[:, None] & m_d[None, :]
+            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=float("-inf")).to(ACC)
+            new_peak = tl.maximum(peak, tl.max(b_v, 0))
+            safe_peak = tl.where(new_peak == float("-inf"), 0.0, new_peak)
+            total = total * tl.exp(peak - safe_peak) + tl.sum(tl.exp(b_v - safe_peak[None, :]), 0)
+            peak = new_peak
+        for t0 in range(bos, eos, BLOCK_T):
+            o_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+            m = (o_t < eos)[:, None] & m_d[None, :]
+            b_v = tl.load(p_values + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(ACC)
+            b_y = tl.exp(b_v - peak[None, :]) / total[None, :]
+            tl.store(p_out + o_t[:, None] * D + o_d[None, :], b_y.to(p_out.dtype.element_ty), mask=m)
 
 
 def _block_d(features: int) -> int:
@@ -111,7 +113,7 @@ def segment_reduce_triton(values: torch.Tensor, offsets: torch.Tensor, mode: int
     argmax = values.new_empty((batch if mode == 2 else 0, features), dtype=torch.int64)
     if out.numel() > 0:
         block_d = _block_d(features)
-        launchable(_segment_reduce_kernel)[(batch, triton.cdiv(features, block_d))](
+        launchable(_segment_reduce_kernel)[(batch, guards.grid_y(triton.cdiv(features, block_d)))](
             values, offsets, out, argmax if mode == 2 else out, values.shape[0], features,
             MODE=mode, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T, BLOCK_D=block_d)
     return out, argmax
@@ -125,7 +127,7 @@ def segment_softmax_triton(values: torch.Tensor, offsets: torch.Tensor) -> torch
     out = torch.empty_like(values)
     if values.numel() > 0:
         block_d = _block_d(features)
-        launchable(_segment_softmax_kernel)[(batch, triton.cdiv(features, block_d))](
+        launchable(_segment_softmax_kernel)[(batch, guards.grid_y(triton.cdiv(features, block_d)))](
             values, offsets, out, values.shape[0], features, ACC=accumulator(values.dtype), BLOCK_T=BLOCK_T,
             BLOCK_D=block_d)
     return out

@@ -13,6 +13,14 @@ namespace cuda {
 
 enum class ElementType { Float32, Float64, Float16, BFloat16 };
 
+// Shared memory every per-sequence block needs whatever its weights do: state vectors of H
+// accumulator elements each (forward: h, h_next, and c for the LSTM; backward: the hidden
+// and cell gradients and a step's gate gradients). The weights join them when they fit too.
+struct StateVectors {
+  int64_t forward, backward;
+};
+constexpr StateVectors kLstmStateVectors{3, 6}, kGruStateVectors{2, 4}, kRnnStateVectors{2, 2};
+
 struct LstmForwardArgs {
   const void* gates_x;  // [L, G]: input projection plus both biases
   const int64_t* offsets;
