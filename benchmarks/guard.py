@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 import padkern
 from padkern import Ragged
-from .harness import device_name, gemm_engines, interleaved_medians, steady_heap, use_thread_clock
+from .harness import device_name, gemm_engines, interleaved_medians, steady_heap_or_say, use_thread_clock
 
 ROUNDS = 5  # medians of 5 after a warm-up: about 25 s on one idle core
 
@@ -245,9 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--wall", action="store_true",
                         help="CPU cases on all threads, by the wall clock (the guards assume the default)")
     args = parser.parse_args(argv)
-    if not steady_heap():
-        print("the heap could not be steadied (not glibc?): large tensors may land on fresh pages, "
-              "and ratios vary more between runs", flush=True)
+    steady_heap_or_say()
     if not args.wall:
         use_thread_clock()
     devices = [torch.device("cpu")]

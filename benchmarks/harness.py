@@ -100,6 +100,13 @@ def steady_heap(mapped_bytes: int = 1 << 30) -> bool:
     return True
 
 
+def steady_heap_or_say() -> None:
+    """steady_heap(), with a line on stdout where the heap could not be steadied."""
+    if not steady_heap():
+        print("the heap could not be steadied (not glibc?): large tensors may land on fresh pages, "
+              "and ratios vary more between runs", flush=True)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

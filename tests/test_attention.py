@@ -260,7 +260,8 @@ def test_cpu_float32_non_finite_row_reaches_the_keys_it_sees(poisoned):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_keys_far_below_the_peak(kernel_backend, dtype):
     """Keys from 0 to twice the exp floor's reach (87 in float32, 708 in float64) below their
-    row's peak, in a sequence of 24 queries and one of 5 (the CPU's brgemm and BLAS tiles):
+    row's peak, in a sequence of 24 queries and one of 5 (in float32, the CPU's brgemm and
+    BLAS tiles):
     every output within the truth's bounds, which allow for an exp that flushes to zero; on
     the CPU, a key past host_exp's floor weighs exactly nothing and gets no gradient."""
     device, backend = kernel_backend

@@ -6,7 +6,8 @@ outside debug mode the offsets' contents are never checked, so these are inputs 
 kernel really meets. Rows past the end of an input are made to exist (the input is a
 view into a larger buffer) and hold NaN, so a kernel that reads one shows it in its
 result instead of reading memory it does not own. Each body runs in a child process
-(tests/isolated.py): a kernel that writes where it must not fails one test, not the run.
+(tests/isolated.py): a kernel that writes where it must not fails one test, not the run; the
+grid-cap test alone runs in this one, since its monkeypatch does not cross processes.
 """
 import pytest
 import torch

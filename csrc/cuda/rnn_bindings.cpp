@@ -24,8 +24,9 @@ void* maybe_ptr(bool save, at::Tensor& tensor) { return save ? tensor.data_ptr()
 
 // The per-sequence kernels keep `vectors` state vectors of H accumulator elements in each
 // block's shared memory: past the device's per-block maximum, a clear error, not the launch's
-// "invalid argument".
-void check_state_fits(const char* op, int64_t vectors, int64_t hidden, const at::Tensor& like) {
+// "invalid argument". An empty batch launches nothing, so it passes.
+void check_state_fits(const char* op, int64_t vectors, int64_t hidden, int64_t batch, const at::Tensor& like) {
+  if (batch == 0) return;
   const int64_t element = like.scalar_type() == at::kDouble ? 8 : 4;  // the accumulator's size
   const int64_t limit = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
   TORCH_CHECK_VALUE(vectors * hidden * element <= limit, "padkern.", op, " on CUDA: hidden_size ", hidden, " in ",
@@ -60,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_recu
       return {output, h_n, c_n, saved_gates, saved_cell};
     }
   }
-  check_state_fits("lstm_recurrence", cuda::kLstmStateVectors.forward, hidden, x);
+  check_state_fits("lstm_recurrence", cuda::kLstmStateVectors.forward, hidden, batch, x);
   const at::Tensor w_t = w_hh.t().contiguous();
   at::Tensor h_n = at::empty_like(h), c_n = at::empty_like(c);
   cuda::LstmForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), h.data_ptr(), c.data_ptr(),
@@ -77,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_backward_cuda(
   const auto [hidden, tokens, batch] =
       check_lstm_backward_inputs(grad_output, grad_h_n, grad_c_n, saved_gates, saved_cell, offsets, w_hh, c0);
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  check_state_fits("lstm_recurrence_backward", cuda::kLstmStateVectors.backward, hidden, grad_output);
+  check_state_fits("lstm_recurrence_backward", cuda::kLstmStateVectors.backward, hidden, batch, grad_output);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), gc = grad_c_n.contiguous();
   const at::Tensor sg = saved_gates.contiguous(), sc = saved_cell.contiguous(), w = w_hh.contiguous(), c = c0.contiguous();
   at::Tensor grad_gates = at::empty({go.size(0), 4 * hidden}, go.options());
@@ -113,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_recurrence_cuda(
       return {output, h_n, saved_gates, saved_hh_n};
     }
   }
-  check_state_fits("gru_recurrence", cuda::kGruStateVectors.forward, hidden, x);
+  check_state_fits("gru_recurrence", cuda::kGruStateVectors.forward, hidden, batch, x);
   const at::Tensor w_t = w_hh.t().contiguous();
   at::Tensor h_n = at::empty_like(h);
   cuda::GruForwardArgs args{x.data_ptr(), offsets.data_ptr<int64_t>(), w_t.data_ptr(), bias.data_ptr(), h.data_ptr(),
@@ -130,7 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_recurrence_backward_cuda(
   const auto [hidden, tokens, batch] =
       check_gru_backward_inputs(grad_output, grad_h_n, saved_gates, saved_hh_n, output, offsets, w_hh, h0);
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  check_state_fits("gru_recurrence_backward", cuda::kGruStateVectors.backward, hidden, grad_output);
+  check_state_fits("gru_recurrence_backward", cuda::kGruStateVectors.backward, hidden, batch, grad_output);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), sg = saved_gates.contiguous();
   const at::Tensor sn = saved_hh_n.contiguous(), out = output.contiguous(), w = w_hh.contiguous(), h = h0.contiguous();
   at::Tensor grad_gates_x = at::empty({go.size(0), 3 * hidden}, go.options());
@@ -151,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_recurrence_cuda(const at::Tensor& gates_x
                                                        int64_t nonlinearity, bool reverse) {
   const auto [hidden, tokens, batch] = check_rnn_forward_inputs(gates_x, offsets, w_hh, h0, nonlinearity);
   const c10::cuda::CUDAGuard guard(gates_x.device());
-  check_state_fits("rnn_recurrence", cuda::kRnnStateVectors.forward, hidden, gates_x);
+  check_state_fits("rnn_recurrence", cuda::kRnnStateVectors.forward, hidden, batch, gates_x);
   const at::Tensor x = gates_x.contiguous(), h = h0.contiguous(), w_t = w_hh.t().contiguous();
   at::Tensor output = at::empty({tokens, hidden}, x.options());
   at::Tensor h_n = at::empty_like(h);
@@ -170,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_recurrence_backward_cuda(const at::Tensor
   const auto [hidden, tokens, batch] =
       check_rnn_backward_inputs(grad_output, grad_h_n, output, offsets, w_hh, h0, nonlinearity);
   const c10::cuda::CUDAGuard guard(grad_output.device());
-  check_state_fits("rnn_recurrence_backward", cuda::kRnnStateVectors.backward, hidden, grad_output);
+  check_state_fits("rnn_recurrence_backward", cuda::kRnnStateVectors.backward, hidden, batch, grad_output);
   const at::Tensor go = grad_output.contiguous(), gh = grad_h_n.contiguous(), out = output.contiguous();
   const at::Tensor w = w_hh.contiguous();
   at::Tensor grad_pre = at::empty({tokens, hidden}, go.options());

@@ -1,5 +1,6 @@
-// CUDA segment reductions and softmax: block (sequence, feature chunk), one thread
-// per feature walking the sequence's rows, so each row read is coalesced.
+// CUDA segment reductions and softmax: block (sequence, feature chunk; every 65535th chunk
+// past the grid's y), one thread per feature walking the sequence's rows, so each row read
+// is coalesced.
 #include <algorithm>
 #include <limits>
 

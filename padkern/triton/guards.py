@@ -13,8 +13,9 @@ import triton
 import triton.language as tl
 
 
-# A CUDA grid holds at most 65535 programs along y and z: launchers cap an axis that grows
-# with the input there, and its kernel loops over the blocks past it.
+# A CUDA grid holds at most 65535 programs along y and z. pad and unpad (time blocks) and the
+# segment ops (feature blocks) cap their y with grid_y and loop over the blocks past it; the
+# other grids' y and z count blocks of feature dimensions, which stay far below the limit.
 MAX_GRID_Y = 65535
 
 

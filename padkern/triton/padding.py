@@ -1,6 +1,7 @@
 """Triton pad/unpad, registered as ``padkern::pad_triton`` / ``padkern::unpad_triton``.
 
-Each program copies a [BLOCK_T, BLOCK_D] tile of one sequence. Steps past the
+Each program copies [BLOCK_T, BLOCK_D] tiles of one sequence (one, unless the time blocks
+pass the grid's 65535 along y: then every grid_y-th). Steps past the
 padded length T do not exist: pad never reads or writes them, and unpad writes 0 for
 tokens of a sequence longer than T (possible only with lengths that break the
 contract, unchecked on a GPU outside debug mode).

@@ -1,5 +1,6 @@
-"""Triton segment reductions and softmax: one program per (sequence, feature block),
-walking the sequence's rows in chunks. Registered as ``padkern::segment_reduce_triton``
+"""Triton segment reductions and softmax: one program per (sequence, feature block), or
+every grid_y-th feature block past the grid's 65535 along y, walking the sequence's rows in
+chunks. Registered as ``padkern::segment_reduce_triton``
 and ``padkern::segment_softmax_triton``."""
 import torch
 import triton
