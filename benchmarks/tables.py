@@ -24,6 +24,11 @@ def _padkern(picked: dict) -> dict:
     return picked[next((c for c in names if "padded" not in c), names[0])]
 
 
+def _ms(value: float) -> str:
+    """Three significant digits, never in exponent form (1000 ms, not 1e+03)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def table(rows) -> str:
     keys = [k for k in rows[0] if k not in ("candidate", "median_ms", "ratio_vs_baseline", "baseline", "floor_ms",
                                              "device", "capability", "padkern_op", "backend")]
@@ -45,10 +50,10 @@ def table(rows) -> str:
         ratios = [f"{picked[c]['ratio_vs_baseline']:.2f}" for c in others]
         cells = list(case)
         if same_columns:
-            cells += [f"{base['median_ms']:.3g}"] + ratios
+            cells += [_ms(base['median_ms'])] + ratios
         else:
-            cells += [first["baseline"], f"{base['median_ms']:.3g}", "; ".join(f"{c} {r}" for c, r in zip(others, ratios))]
-        cells += [f"{ours['median_ms']:.3g}", f"{ours['floor_ms']:.3g}"]
+            cells += [first["baseline"], _ms(base['median_ms']), "; ".join(f"{c} {r}" for c, r in zip(others, ratios))]
+        cells += [_ms(ours['median_ms']), _ms(ours['floor_ms'])]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
