@@ -133,7 +133,7 @@ CALL_LIMIT_S = 600  # one call of the GPU machine
 CALL_BUDGET_S = 570  # what the stages of one call may spend, leaving time to pack and send back
 # Each stage's hard limit (gpu_check.sh runs it under `timeout`): the default run (all stages)
 # adds up to CALL_BUDGET_S. PADKERN_GPU_BUDGET_<STAGE> overrides one (seconds).
-BUDGET_S = {"build": 120, "tests": 220, "memcheck": 75, "racecheck": 40, "synccheck": 40, "bench": 70}
+BUDGET_S = {"build": 120, "tests": 220, "memcheck": 75, "racecheck": 42, "synccheck": 42, "bench": 70}
 STAGES = tuple(BUDGET_S)
 WORKERS = 8  # pytest -n 8 (pytest-xdist) on the GPU machine's 16 cores
 # Estimates, not measurements (no GPU run has been made; the first run's per-test times,

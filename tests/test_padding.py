@@ -36,7 +36,7 @@ def test_pad_unpad_edge_cases(device_backend, case, batch_first):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("features", [(), (1,), (17,), (2, 5)])
+@pytest.mark.parametrize("features", [(), (0,), (1,), (17,), (2, 5)])
 def test_dtypes_and_feature_shapes(device_backend, dtype, features):
     device, backend = device_backend
     values, offsets = random_ragged([4, 0, 7, 2], features, dtype=dtype, device=device)
@@ -45,6 +45,20 @@ def test_dtypes_and_feature_shapes(device_backend, dtype, features):
     assert padded.shape == (4, 7) + features
     assert torch.equal(padded, padded_by_slices(values, offsets, 7, 3, True))
     assert torch.equal(Ragged.from_padded(padded, ragged.lengths(), backend=backend).values, values)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("fill", [0.0, -0.0, 2.5])
+def test_padding_value_bits_kept(device_backend, fill, batch_first):
+    """The fill's own bits at every padded position, -0.0's sign included (the CPU sets a fill
+    of zero bytes and copies any other), for one sequence (time-first, its rows still lie back
+    to back) and several."""
+    device, backend = device_backend
+    for lengths in ([3], [3, 0, 5]):
+        values, offsets = random_ragged(lengths, (4,), device=device)
+        padded = padkern.ops.pad(values, offsets, 7, fill, batch_first, backend=backend)
+        want = padded_by_slices(values, offsets, 7, fill, batch_first)
+        assert torch.equal(padded, want) and torch.equal(padded.signbit(), want.signbit())
 
 
 def test_every_output_element_written(device_backend):
