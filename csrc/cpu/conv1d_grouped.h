@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "padkern/conv1d_layout.h"
@@ -104,6 +105,14 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
         const int64_t valid = std::min(W, N - n0);
         for (int64_t i = 0; i < count; ++i) {
           scalar_t* o = out + (t0 + i) * s.out_width() + g * N + n0;
+          if constexpr (std::is_same_v<scalar_t, A>) {
+            // A whole register is one store: the element loop became a `rep movs` per token
+            // row, whose start-up cost rivalled the tile's multiply-adds.
+            if (valid == W) {
+              std::memcpy(o, &acc[i], sizeof(Vec));
+              continue;
+            }
+          }
           for (int64_t l = 0; l < valid; ++l) o[l] = static_cast<scalar_t>(acc[i][l]);
         }
       }
