@@ -26,6 +26,7 @@
 #include "element_type.h"
 #include "padkern/aten_padding.h"
 #include "padkern/attention_kernels.h"
+#include "padkern/cuda_check.h"
 #include "padkern/tensor_checks.h"
 
 namespace padkern {
@@ -69,7 +70,7 @@ bool flash_route(const at::Tensor& q, const at::Tensor& k, const at::Tensor& off
   const int64_t head_dim = q.size(2), batch = offsets.size(0) - 1, int_limit = std::numeric_limits<int32_t>::max();
   if (!half || device->major < 8 || head_dim % 8 != 0 || head_dim > 256) return false;
   // Its grid is (row blocks, B, Hq): gridDim.y and z stop at 65535.
-  if (batch > 65535 || q.size(1) > 65535) return false;
+  if (batch > cuda::kMaxGridY || q.size(1) > cuda::kMaxGridY) return false;
   // Its cumulative lengths are int32, and its backward sizes int32 scratch by L + 128 B.
   if (q.size(0) + 128 * batch >= int_limit || k.size(0) + 128 * batch >= int_limit) return false;
   // It aligns a causal mask to each score matrix's bottom-right corner, padkern to its top-left:
@@ -129,12 +130,12 @@ cuda::AttentionArgs attention_args(const at::Tensor& q, const at::Tensor& k, con
 }
 
 // The own kernel's tiles hold rows of up to kAttentionMaxHeadDim features, and its grid's y
-// axis, which CUDA stops at 65535, the query (or key/value) heads.
+// axis, which CUDA stops at kMaxGridY, the query (or key/value) heads.
 void check_own_kernel_limits(const at::Tensor& q) {
   TORCH_CHECK(q.size(2) <= cuda::kAttentionMaxHeadDim, "padkern: the cuda backend's attention kernel takes head_dim up to ",
               cuda::kAttentionMaxHeadDim, ", got ", q.size(2), "; backend='reference' takes any");
-  TORCH_CHECK(q.size(1) <= 65535, "padkern: the cuda backend's attention kernel takes up to 65535 query heads, got ",
-              q.size(1), "; backend='reference' takes any");
+  TORCH_CHECK(q.size(1) <= cuda::kMaxGridY, "padkern: the cuda backend's attention kernel takes up to ",
+              cuda::kMaxGridY, " query heads, got ", q.size(1), "; backend='reference' takes any");
 }
 
 std::tuple<at::Tensor, at::Tensor> ragged_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -14,6 +14,7 @@
 
 #include "element_type.h"
 #include "padkern/aten_padding.h"
+#include "padkern/cuda_check.h"
 #include "padkern/linear_kernels.h"
 #include "padkern/tensor_checks.h"
 
@@ -88,8 +89,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cuda(const at::Tensor& input, 
   const int64_t row_tiles = padded ? batch * ((row_limit + tiles.rows - 1) / tiles.rows)
                                    : (row_limit + tiles.rows - 1) / tiles.rows + batch;
   const int64_t col_tiles = (features + tiles.cols - 1) / tiles.cols;
-  TORCH_CHECK(row_tiles < (int64_t{1} << 31) && col_tiles <= 65535, "padkern: grouped_linear's grid of ", row_tiles,
-              " x ", col_tiles, " tiles exceeds CUDA's limits (2^31 - 1 x 65535)");
+  TORCH_CHECK(row_tiles < (int64_t{1} << 31) && col_tiles <= cuda::kMaxGridY, "padkern: grouped_linear's grid of ",
+              row_tiles, " x ", col_tiles, " tiles exceeds CUDA's limits (2^31 - 1 x ", cuda::kMaxGridY, ")");
   cuda::GroupedLinearArgs args{};
   args.input = input.data_ptr();
   args.offsets = offsets.data_ptr<int64_t>();
@@ -134,8 +135,8 @@ at::Tensor ragged_outer_bmm_cuda(const at::Tensor& x, const at::Tensor& y, const
                                                               batch * x.size(1), y.size(1), sm_count())};
   const int64_t tiles = ((args.rows + args.tiles.rows - 1) / args.tiles.rows) *
                         ((args.cols + args.tiles.cols - 1) / args.tiles.cols);
-  TORCH_CHECK(batch < (int64_t{1} << 31) && tiles <= 65535, "padkern: ragged_outer_bmm's output [", x.size(1), ", ",
-              y.size(1), "] needs ", tiles, " tiles per sequence; CUDA's grid allows 65535");
+  TORCH_CHECK(batch < (int64_t{1} << 31) && tiles <= cuda::kMaxGridY, "padkern: ragged_outer_bmm's output [", x.size(1),
+              ", ", y.size(1), "] needs ", tiles, " tiles per sequence; CUDA's grid allows ", cuda::kMaxGridY);
   C10_CUDA_CHECK(cuda::launch_ragged_outer_bmm(element_type(x), args, at::cuda::getCurrentCUDAStream()));
   return out;
 }

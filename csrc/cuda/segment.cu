@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "padkern/int_math.h"
+#include "padkern/cuda_check.h"
 #include "padkern/linear_kernels.h"
 #include "padkern/ragged_layout.h"
 #include "padkern/scalar_math.h"
@@ -15,9 +15,6 @@ namespace cuda {
 namespace {
 
 constexpr int kSegmentThreads = 256;
-
-// gridDim.y stops at 65535: past 65535 chunks of features, each block takes several.
-constexpr unsigned kMaxFeatureChunks = 65535;
 
 // Feature column d of sequence b: sum, mean or max (with its row).
 template <typename T, typename A>
@@ -77,8 +74,9 @@ __global__ void segment_softmax_kernel(SegmentArgs args) {
 }
 
 dim3 segment_grid(const SegmentArgs& args) {
+  // Past kMaxGridY chunks of features, each block takes several.
   const int64_t chunks = ceil_div(args.features, kSegmentThreads);
-  return dim3(static_cast<unsigned>(args.batch), static_cast<unsigned>(std::min<int64_t>(chunks, kMaxFeatureChunks)));
+  return dim3(static_cast<unsigned>(args.batch), static_cast<unsigned>(std::min(chunks, kMaxGridY)));
 }
 
 template <typename T, typename A>

@@ -11,6 +11,8 @@ namespace padkern {
 namespace cuda {
 
 constexpr int kThreadsPerBlock = 256;
+// gridDim.y and gridDim.z stop here (x at 2^31 - 1).
+constexpr int64_t kMaxGridY = 65535;
 // Grid-stride loops cover the rest; more blocks than this only add scheduling cost.
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
 

@@ -49,8 +49,8 @@ PADKERN_VECTOR_CLONES void column_peaks(const S* __restrict rows, int64_t count,
   }
 }
 
-// out[t, d] = exp(rows[t, d] - peak[d]) and total[d] = their sum over the rows. As std::exp, NaN and -inf
-// included, but 0 wherever the argument lies below host_exp's floor (-87 for float, where e^x
+// out[t, d] = exp(rows[t, d] - peak[d]) and total[d] = their sum over the rows. As std::exp,
+// NaN and -inf included, but 0 wherever the argument lies below host_exp's floor (-87 for float, where e^x
 // is under 1.7e-38; -708 for double), as a flush to zero would give: by a factor, not a
 // select, which gcc keeps on the loop's input scalar. A NaN argument (a NaN entry, or -inf
 // minus the -inf peak of an all -inf column, as in the reference) stays NaN.
