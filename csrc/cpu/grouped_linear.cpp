@@ -64,12 +64,22 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   const int64_t features = weight.dim() == 2 ? weight.size(0) : weight.size(2);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
   shape.back() = features;
-  const bool one_gemm = !padded && weight.dim() == 2;  // all L rows share one weight
-  const std::optional<LinearGemm> shared = weight.dim() == 2 ? std::optional<LinearGemm>(weight) : std::nullopt;
-  // Without an activation the bias rides in the GEMM and no epilogue pass is needed.
-  const bool bias_in_gemm = bias.has_value() && activation == kIdentity && shared.has_value();
+  const bool shared_weight = weight.dim() == 2;  // F.linear's [N, K], shared by every sequence
+  const bool one_gemm = !padded && shared_weight;  // all L rows share one weight
+  const int64_t features_in = input.size(-1), row_stride = input.stride(-2);
+  const bool rows_row_major = input.scalar_type() == at::kFloat && input.stride(-1) == 1 && row_stride >= features_in;
+  // A weight shared by a padded batch's sequences, float32: brgemm calls with weight^T laid out
+  // once ([K, N], free in the backward, whose weight is already a transpose) write each
+  // sequence's product straight into its output rows. Through oneDNN's linear each product was
+  // a fresh tensor copied into place.
+  const bool shared_brgemm = shared_weight && padded && rows_row_major;
+  const at::Tensor shared_transposed = shared_brgemm ? weight.t().contiguous() : at::Tensor();
+  const std::optional<LinearGemm> linear =
+      shared_weight && !shared_brgemm ? std::optional<LinearGemm>(weight) : std::nullopt;
+  // Without an activation the bias rides in oneDNN's linear and no epilogue pass is needed.
+  const bool bias_in_gemm = bias.has_value() && activation == kIdentity && linear.has_value();
   const std::optional<at::Tensor> gemm_bias = bias_in_gemm ? bias : std::nullopt;
-  at::Tensor out = one_gemm ? shared->product(input, gemm_bias) : at::empty(shape, input.options());
+  at::Tensor out = one_gemm ? linear->product(input, gemm_bias) : at::empty(shape, input.options());
   const bool save = save_preactivation && activation != kIdentity;
   at::Tensor preactivation = save ? at::empty(shape, input.options()) : at::empty({0}, input.options());
   const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -78,10 +88,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   // A weight per sequence, float32, both operands row-major: each sequence's product is
   // brgemm calls on raw pointers. ragged_bmm's guard case (B64, [~130, 256] x [256, 256]
   // each) ran 2x faster than through at::mm on a Zen 5 core, where MKL's GEMM is slow.
-  const int64_t features_in = input.size(-1), row_stride = input.stride(-2);
-  const bool per_sequence_brgemm = !shared.has_value() && input.scalar_type() == at::kFloat &&
-                                   input.stride(-1) == 1 && row_stride >= features_in &&
-                                   weight.stride(2) == 1 && weight.stride(1) >= features;
+  const bool per_sequence_brgemm =
+      !shared_weight && rows_row_major && weight.stride(2) == 1 && weight.stride(1) >= features;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -113,8 +121,10 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
         if (length == 0) continue;
         at::Tensor rows_out = sequence_rows(out, padded, b, offs[b], length);
         const at::Tensor rows_in = sequence_rows(input, padded, b, offs[b], length);
-        if (shared.has_value()) {
-          rows_out.copy_(shared->product(rows_in, gemm_bias));
+        if (shared_brgemm) {
+          sequence_product<scalar_t>(rows_out, rows_in, shared_transposed, /*brgemm_ok=*/true);
+        } else if (linear.has_value()) {
+          rows_out.copy_(linear->product(rows_in, gemm_bias));
         } else {
           sequence_product<scalar_t>(rows_out, rows_in, weight.select(0, b), per_sequence_brgemm);
         }

@@ -15,8 +15,8 @@ from .._extension import TRITON_MISSING
 from ..reference import linear as reference
 from ._registration import needs_grad, register_family
 from ._weight_gradient import weight_gradient
+from . import padding
 from ..reference.padding import offsets_from_lengths, token_count
-from ..reference.padding import unpad as gather_real_rows
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "silu": 3}
 
@@ -64,6 +64,11 @@ def masked_rows(padded, offsets):
 
 
 def _register(grouped_op, outer_op):
+    # The weight gradient's real rows are gathered by the same family's unpad (the native one
+    # needs native kernels for the tensors' device, as grouped_op does); torch's index kernel
+    # took twice as long.
+    gather_real_rows = (padding._NATIVE if grouped_op is _NATIVE[0] else padding._TRITON)[1]
+
     def grouped_setup(ctx, inputs, output):
         input, offsets, weight, bias, activation, save_preactivation, total_tokens = inputs
         out, preactivation = output
@@ -83,8 +88,8 @@ def _register(grouped_op, outer_op):
         grad_input = grouped_op(grad_z, offsets, input_weight, None, 0, False, ctx.total_tokens)[0]
         # Weight and bias gradients from real rows only.
         if padded and ctx.total_tokens >= 0:
-            real_grad = gather_real_rows(grad_z, offsets, ctx.total_tokens, True)
-            real_input = gather_real_rows(input, offsets, ctx.total_tokens, True)
+            real_grad, real_input = (gather_real_rows(padding.feature_contiguous(t), offsets, ctx.total_tokens, True)
+                                     for t in (grad_z, input))
         elif padded:
             # L unknown on the host (offsets on the GPU): mask the padded rows rather than
             # synchronise to learn L. `where`, not a multiply, so NaN in padding cannot leak.
