@@ -172,6 +172,35 @@ def test_ragged_bmm_float32_within_bound(kernel_backend, layout):
     assert_within(grad_mats, truth_grad_mats, bound_grad_mats, "grad weights")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # interpreter: inf rows
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_ragged_outer_bmm_float32_within_bound(kernel_backend, layout):
+    """float32 at the edges of the CPU's chunks of 64 tokens (a last chunk rounded up to 16
+    with zeros: lengths 1, 15, 16, 17, 63, 64, 65, 150) and brgemm blocks (M = N = 130 cross
+    64 rows and 128 columns), on x stored column-major and y row-strided (both read in place),
+    within the float64 truth's rounding bound. A short last chunk must not read past its
+    sequence: every sequence is followed by one whose y holds infinities (0 x inf = NaN), and
+    the last one ends the buffer."""
+    device, backend = kernel_backend
+    checked, m, n = [1, 15, 16, 17, 63, 64, 0, 65, 150, 3], 130, 130
+    poisoned = 5
+    lengths = [length for c in checked[:-1] for length in (c, poisoned)] + checked[-1:]
+    generator = torch.Generator().manual_seed(12)
+    x, offsets = random_ragged(lengths, (m,), device=device)
+    y = torch.randn(x.shape[0], n + 6, generator=generator).to(device)
+    for b in range(1, len(lengths), 2):
+        y[offsets[b]:offsets[b + 1]] = float("inf")
+    if layout == "contiguous":
+        y = y[:, :n].contiguous()
+    else:
+        x, y = x.t().contiguous().t(), y[:, :n]
+    out = padkern.ops.ragged_outer_bmm(x, y, offsets, backend=backend)[0::2]
+    pieces = list(zip(split(x.double(), offsets), split(y.double(), offsets)))[0::2]
+    truth = torch.stack([p.t() @ q for p, q in pieces])
+    bound = torch.stack([sum_bound(p.abs().t() @ q.abs(), max(len(p), 1), torch.float32) for p, q in pieces])
+    assert_within(out, truth, bound, "ragged_outer_bmm")
+
+
 def test_bmm_gradcheck(device_backend):
     device, backend = device_backend
     values, offsets = random_ragged([2, 0, 3], (3,), dtype=torch.float64, device=device)
@@ -203,14 +232,46 @@ def masked_linear_bound(x, lens, w, b, activation, dtype):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_float32_within_rounding_bound(kernel_backend, activation):
     """Sequences of 103 and 150 rows (x 40 features) reach the CPU's ATen epilogue (4096
-    elements or more), the others padkern's own loop."""
+    elements or more), the others padkern's own loop; 63, 64 and 65 rows meet the edge of the
+    CPU's 64-row brgemm blocks."""
     device, backend = kernel_backend
-    x, lens = padded_batch([30, 0, 64, 7, 103, 150], 48, dtype=torch.float32, device=device)
+    x, lens = padded_batch([30, 0, 63, 64, 65, 7, 103, 150], 48, dtype=torch.float32, device=device)
     w, b = weights(40, 48, dtype=torch.float32, device=device)
     out = padkern.ops.masked_linear(x, lens, w, b, activation=activation, backend=backend)
     x64, w64, b64 = x.double(), w.double(), b.double()
     assert_within(out, per_sequence_masked(x64, lens, w64, b64, activation),
                   masked_linear_bound(x64, lens, w64, b64, activation, torch.float32), "masked_linear float32")
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_masked_linear_float32_gradients_within_bound(kernel_backend, batch_first):
+    """float32 forward and all three gradients at the edges of the CPU's brgemm blocks (64
+    rows, 128 columns: sequences of 63, 64, 65 and 150 rows, N = 130), batch-first and
+    time-first (rows B K apart, read in place), each within its rounding bound of the float64
+    truth; padded rows of the input gradient exactly zero."""
+    device, backend = kernel_backend
+    lengths, k, n = [63, 0, 64, 65, 150, 3], 37, 130
+    x, lens = padded_batch(lengths, k, dtype=torch.float32, device=device)
+    w, b = weights(n, k, dtype=torch.float32, device=device)
+    source = x if batch_first else x.transpose(0, 1).contiguous().transpose(0, 1)
+    leaves = [t.clone().requires_grad_() for t in (source, w, b)]
+    given_x = leaves[0] if batch_first else leaves[0].transpose(0, 1)
+    out = padkern.ops.masked_linear(given_x, lens, leaves[1], leaves[2], batch_first=batch_first, backend=backend)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    grad_x, grad_w, grad_b = torch.autograd.grad(out, leaves, grad)
+    if not batch_first:
+        out, grad = out.transpose(0, 1), grad.transpose(0, 1)
+    x64, w64, b64, g64 = x.double(), w.double(), b.double(), grad.double()
+    assert_within(out, per_sequence_masked(x64, lens, w64, b64, None),
+                  masked_linear_bound(x64, lens, w64, b64, None, torch.float32), "output")
+    real = torch.arange(x.shape[1], device=device)[None, :, None] < lens.to(device)[:, None, None]
+    g_real = torch.where(real, g64, torch.zeros_like(g64))
+    assert_within(grad_x, g_real @ w64, sum_bound(g_real.abs() @ w64.abs(), n, torch.float32), "grad x")
+    tokens = sum(lengths)
+    rows, g_rows = x64.flatten(0, 1), g_real.flatten(0, 1)
+    assert_within(grad_w, g_rows.t() @ rows, sum_bound(g_rows.abs().t() @ rows.abs(), tokens, torch.float32),
+                  "grad weight")
+    assert_within(grad_b, g_rows.sum(0), sum_bound(g_rows.abs().sum(0), tokens, torch.float32), "grad bias")
 
 
 @pytest.mark.parametrize("activation", [a for a in ACTIVATIONS if a is not None])

@@ -10,6 +10,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
+
+#include "padkern/int_math.h"
 
 namespace padkern {
 namespace cpu {
@@ -45,6 +48,47 @@ inline void brgemm_product(int64_t m, int64_t n, int64_t k, const float* a, int6
       brgemm_block(std::min(kBrgemmRows, m - row), std::min(kBrgemmColumns, n - column), k, a + row * lda, lda,
                    b + column, ldb, c + row * ldc + column, ldc, accumulate);
     }
+  }
+}
+
+// brgemm_outer_product reduces over tokens in chunks of kOuterChunkTokens, its last chunk
+// rounded up to kOuterTailTokens with zeros: the kernels' depth takes 4 values whatever the
+// lengths, at most 15 wasted tokens a sequence, and a chunk's transposed rows stay in L1 for m
+// up to 128. Those rows lie kOuterChunkStride floats apart, not a power of two: at 64 (256
+// bytes) the transposing stores and brgemm's loads met in the same cache sets, and ragged_bmm's
+// weight gradient at B64 T256 K = N = 128 took 1.6-1.7 ms instead of 1.5 on a Zen 5 core.
+constexpr int64_t kOuterChunkTokens = 64;
+constexpr int64_t kOuterTailTokens = 16;
+constexpr int64_t kOuterChunkStride = kOuterChunkTokens + 16;
+
+inline void brgemm_outer_product(int64_t length, int64_t m, int64_t n, const float* a, int64_t a_row_stride,
+                                 int64_t a_column_stride, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  if (length == 0) {
+    for (int64_t r = 0; r < m; ++r) std::fill_n(c + r * ldc, n, 0.0f);
+    return;
+  }
+  std::vector<float> a_chunk(m * kOuterChunkStride);
+  std::vector<float> b_tail;
+  for (int64_t t0 = 0; t0 < length; t0 += kOuterChunkTokens) {
+    const int64_t count = std::min(kOuterChunkTokens, length - t0);
+    const int64_t depth = round_up(count, kOuterTailTokens);
+    for (int64_t t = 0; t < depth; ++t) {
+      if (t < count) {
+        const float* row = a + (t0 + t) * a_row_stride;
+        for (int64_t i = 0; i < m; ++i) a_chunk[i * kOuterChunkStride + t] = row[i * a_column_stride];
+      } else {
+        for (int64_t i = 0; i < m; ++i) a_chunk[i * kOuterChunkStride + t] = 0.0f;
+      }
+    }
+    const float* b_rows = b + t0 * ldb;
+    int64_t b_stride = ldb;
+    if (depth > count) {
+      b_tail.assign(depth * n, 0.0f);
+      for (int64_t t = 0; t < count; ++t) std::copy_n(b_rows + t * ldb, n, b_tail.data() + t * n);
+      b_rows = b_tail.data();
+      b_stride = n;
+    }
+    brgemm_product(m, n, depth, a_chunk.data(), kOuterChunkStride, b_rows, b_stride, c, ldc, /*accumulate=*/t0 > 0);
   }
 }
 
