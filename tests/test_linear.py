@@ -179,8 +179,8 @@ def test_ragged_outer_bmm_float32_within_bound(kernel_backend, layout):
     with zeros: lengths 1, 15, 16, 17, 63, 64, 65, 150) and brgemm blocks (M = N = 130 cross
     64 rows and 128 columns), on x stored column-major and y row-strided (both read in place),
     within the float64 truth's rounding bound. A short last chunk must not read past its
-    sequence: every sequence is followed by one whose y holds infinities (0 x inf = NaN), and
-    the last one ends the buffer."""
+    sequence: every sequence is followed by one whose x and y hold infinities (0 x inf = NaN),
+    and both buffers go on past L with infinities."""
     device, backend = kernel_backend
     checked, m, n = [1, 15, 16, 17, 63, 64, 0, 65, 150, 3], 130, 130
     poisoned = 5
@@ -188,12 +188,14 @@ def test_ragged_outer_bmm_float32_within_bound(kernel_backend, layout):
     generator = torch.Generator().manual_seed(12)
     x, offsets = random_ragged(lengths, (m,), device=device)
     y = torch.randn(x.shape[0], n + 6, generator=generator).to(device)
+    tokens, past_end = x.shape[0], 64
+    x, y = (torch.cat([t, torch.full((past_end, t.shape[1]), float("inf"), device=device)]) for t in (x, y))
     for b in range(1, len(lengths), 2):
-        y[offsets[b]:offsets[b + 1]] = float("inf")
+        x[offsets[b]:offsets[b + 1]] = y[offsets[b]:offsets[b + 1]] = float("inf")
     if layout == "contiguous":
-        y = y[:, :n].contiguous()
+        x, y = x[:tokens], y[:tokens, :n].contiguous()
     else:
-        x, y = x.t().contiguous().t(), y[:, :n]
+        x, y = x.t().contiguous().t()[:tokens], y[:tokens, :n]
     out = padkern.ops.ragged_outer_bmm(x, y, offsets, backend=backend)[0::2]
     pieces = list(zip(split(x.double(), offsets), split(y.double(), offsets)))[0::2]
     truth = torch.stack([p.t() @ q for p, q in pieces])
@@ -231,9 +233,8 @@ def masked_linear_bound(x, lens, w, b, activation, dtype):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_float32_within_rounding_bound(kernel_backend, activation):
-    """Sequences of 103 and 150 rows (x 40 features) reach the CPU's ATen epilogue (4096
-    elements or more), the others padkern's own loop; 63, 64 and 65 rows meet the edge of the
-    CPU's 64-row brgemm blocks."""
+    """Sequences of 0 to 150 rows, 63, 64 and 65 at the edge of the CPU's 64-row brgemm
+    blocks."""
     device, backend = kernel_backend
     x, lens = padded_batch([30, 0, 63, 64, 65, 7, 103, 150], 48, dtype=torch.float32, device=device)
     w, b = weights(40, 48, dtype=torch.float32, device=device)

@@ -1,7 +1,7 @@
-// CPU kernels of padkern::grouped_linear and padkern::ragged_outer_bmm: ATen GEMMs on
-// each sequence's real rows (views, never gathered copies), parallel across sequences,
-// each followed by its fused epilogue (bias, activation, pre-activation for backward).
-// A ragged input with a shared weight is one GEMM over all L rows.
+// CPU kernels of padkern::grouped_linear and padkern::ragged_outer_bmm: a GEMM (brgemm
+// calls for float32, torch's otherwise) on each sequence's real rows, read in place, parallel
+// across sequences, each followed by its fused epilogue (bias, activation, pre-activation for
+// backward). A ragged input with a shared weight is one GEMM over all L rows.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -67,16 +67,19 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   const bool shared_weight = weight.dim() == 2;  // F.linear's [N, K], shared by every sequence
   const bool one_gemm = !padded && shared_weight;  // all L rows share one weight
   const int64_t features_in = input.size(-1), row_stride = input.stride(-2);
-  const bool rows_row_major = input.scalar_type() == at::kFloat && input.stride(-1) == 1 && row_stride >= features_in;
+  const bool float_rows_row_major =
+      input.scalar_type() == at::kFloat && input.stride(-1) == 1 && row_stride >= features_in;
   // A weight shared by a padded batch's sequences, float32: brgemm calls with weight^T laid out
   // once ([K, N], free in the backward, whose weight is already a transpose) write each
   // sequence's product straight into its output rows. Through oneDNN's linear each product was
-  // a fresh tensor copied into place.
-  const bool shared_brgemm = shared_weight && padded && rows_row_major;
+  // a fresh tensor copied into place. Only for rows K apart (batch-first): brgemm keeps a
+  // kernel per leading dimension on every thread, and time-first rows lie B K apart, a new
+  // kernel set for every batch size.
+  const bool shared_brgemm = shared_weight && padded && float_rows_row_major && row_stride == features_in;
   const at::Tensor shared_transposed = shared_brgemm ? weight.t().contiguous() : at::Tensor();
   const std::optional<LinearGemm> linear =
       shared_weight && !shared_brgemm ? std::optional<LinearGemm>(weight) : std::nullopt;
-  // Without an activation the bias rides in oneDNN's linear and no epilogue pass is needed.
+  // Without an activation the bias rides in LinearGemm's product and no epilogue pass is needed.
   const bool bias_in_gemm = bias.has_value() && activation == kIdentity && linear.has_value();
   const std::optional<at::Tensor> gemm_bias = bias_in_gemm ? bias : std::nullopt;
   at::Tensor out = one_gemm ? linear->product(input, gemm_bias) : at::empty(shape, input.options());
@@ -89,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_linear_cpu(const at::Tensor& input, c
   // brgemm calls on raw pointers. ragged_bmm's guard case (B64, [~130, 256] x [256, 256]
   // each) ran 2x faster than through at::mm on a Zen 5 core, where MKL's GEMM is slow.
   const bool per_sequence_brgemm =
-      !shared_weight && rows_row_major && weight.stride(2) == 1 && weight.stride(1) >= features;
+      !shared_weight && float_rows_row_major && weight.stride(2) == 1 && weight.stride(1) >= features;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "padkern_grouped_linear_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;

@@ -16,7 +16,7 @@ from ..reference import linear as reference
 from ._registration import needs_grad, register_family
 from ._weight_gradient import weight_gradient
 from . import padding
-from ..reference.padding import offsets_from_lengths, token_count
+from ..reference.padding import offsets_from_lengths, token_count, unpad as reference_unpad
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "silu": 3}
 
@@ -64,10 +64,16 @@ def masked_rows(padded, offsets):
 
 
 def _register(grouped_op, outer_op):
-    # The weight gradient's real rows are gathered by the same family's unpad (the native one
-    # needs native kernels for the tensors' device, as grouped_op does); torch's index kernel
-    # took twice as long.
-    gather_real_rows = (padding._NATIVE if grouped_op is _NATIVE[0] else padding._TRITON)[1]
+    family_unpad = (padding._NATIVE if grouped_op is _NATIVE[0] else padding._TRITON)[1]
+
+    def gather_real_rows(padded, offsets, total_tokens):
+        """[B, T, D] -> the real rows [L, D]: the same family's unpad (the native one needs
+        native kernels for the tensor's device, as grouped_op does), which took half the time
+        of torch's index kernel; that kernel for a gradient whose features repeat (stride 0,
+        as from `.sum()`), which the unpad would first expand over all B T rows."""
+        if padded.stride(-1) == 1:
+            return family_unpad(padded, offsets, total_tokens, True)
+        return reference_unpad(padded, offsets, total_tokens, True)
 
     def grouped_setup(ctx, inputs, output):
         input, offsets, weight, bias, activation, save_preactivation, total_tokens = inputs
@@ -88,8 +94,7 @@ def _register(grouped_op, outer_op):
         grad_input = grouped_op(grad_z, offsets, input_weight, None, 0, False, ctx.total_tokens)[0]
         # Weight and bias gradients from real rows only.
         if padded and ctx.total_tokens >= 0:
-            real_grad, real_input = (gather_real_rows(padding.feature_contiguous(t), offsets, ctx.total_tokens, True)
-                                     for t in (grad_z, input))
+            real_grad, real_input = (gather_real_rows(t, offsets, ctx.total_tokens) for t in (grad_z, input))
         elif padded:
             # L unknown on the host (offsets on the GPU): mask the padded rows rather than
             # synchronise to learn L. `where`, not a multiply, so NaN in padding cannot leak.

@@ -79,7 +79,8 @@ inline void check_grouped_linear_inputs(const at::Tensor& input, const at::Tenso
   TORCH_CHECK(activation >= 0 && activation <= 3, "padkern: activation must be 0..3, got ", activation);
 }
 
-// ragged_outer_bmm: x [L, M], y [L, N] (read through contiguous copies).
+// ragged_outer_bmm: x [L, M], y [L, N] (any strides: the CPU reads them in place, CUDA through
+// contiguous copies).
 inline void check_outer_bmm_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets) {
   TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0), "padkern: x and y must be [L, M] and [L, N], got ",
               x.sizes(), " and ", y.sizes());
