@@ -135,6 +135,24 @@ def test_grouped_routes(kernel_backend, config, lengths):
     assert_within(got, want, bounds, f"{config} on {backend}")
 
 
+# The CPU's interior tiles: taps one row apart (k = 2..5) read a window of rows, each row
+# broadcast once, in tiles of 16 tokens (AVX-512) or 8; tiles near a sequence's edges, or
+# k = 6, go the general way. Lengths 20..35 end a tile at every distance from a sequence's
+# end (a tile one row too long for its window reads the next sequence); 16 channels per
+# group fill one AVX-512 register of float32; the input gradient's taps are mirrored.
+@pytest.mark.parametrize("padding", ["same", "causal"])
+@pytest.mark.parametrize("kernel_size", [2, 3, 4, 5, 6])
+def test_window_tiles_within_bound(kernel_backend, kernel_size, padding):
+    device, backend = kernel_backend
+    config = (32, 32, kernel_size, 2, 1, padding)
+    lengths = [100, 0, 17, 24, 9, 1, 40] + list(range(20, 36))
+    values, offsets, weight, bias, options = make(lengths, config, device=device)
+    got, grad_output = run(values.float(), offsets, weight.float(), bias.float(), options, backend)
+    want, _ = run(values, offsets, weight, bias, options, "reference", grad_output.double())
+    bounds = error_bounds(values, offsets, weight, bias, options, grad_output, torch.finfo(torch.float32).eps)
+    assert_within(got, want, bounds, f"k={kernel_size} {padding} on {backend}")
+
+
 @pytest.mark.parametrize("config", ["depthwise_same", "groups_between", "dense_causal_even"])
 def test_float32_within_bound(kernel_backend, config):
     device, backend = kernel_backend

@@ -70,36 +70,144 @@ void tile_sources(const int64_t* offsets, int64_t batch, int64_t rows, int64_t t
   }
 }
 
+// A register of W = Bytes / sizeof(A) lanes (a member typedef: gcc drops the attribute from an
+// alias template).
+template <typename A, int Bytes>
+struct LanesOf {
+  typedef A type __attribute__((vector_size(Bytes)));
+};
+template <typename A, int Bytes>
+using Lanes = typename LanesOf<A, Bytes>::type;
+
+// The taps as a window of rows: with dilation 1, tap j of token t reads row t + lowest + the
+// tap's place in the window (j forward, k - 1 - j for the mirrored input-gradient taps).
+struct TapWindow {
+  int64_t lowest, highest;  // the smallest and largest shift
+  bool mirrored;
+};
+
+inline TapWindow tap_window(ConvTaps taps) {
+  const int64_t last = tap_shift(taps, taps.count - 1);
+  return {std::min(taps.first_shift, last), std::max(taps.first_shift, last), taps.step < 0};
+}
+
+// Taps an interior tile unrolls for (taps of one row apart): the common kernel sizes.
+constexpr int64_t kMostUnrolledTaps = 5;
+inline bool window_unrolled(ConvTaps taps) {
+  return (taps.step == 1 || taps.step == -1) && taps.count >= 2 && taps.count <= kMostUnrolledTaps;
+}
+
+// One interior tile's sums for group g, lanes n0..: M tokens of one sequence whose every tap
+// reads a row of it, so token i's tap at window place p reads window row i + p. Each input
+// element is broadcast once and multiplied into every sum it feeds (up to K): the general
+// tile loads a broadcast per multiply-add, and on a Zen 5 core its loads, not its
+// multiply-adds, bounded it. Registers: M sums + K weights + 1 broadcast.
+template <typename scalar_t, int Bytes, int K, int M>
+__attribute__((always_inline)) inline void window_tile_sums(const scalar_t* window, int64_t width, int64_t C,
+                                                            int64_t lanes_stride,
+                                                            const at::opmath_type<scalar_t>* const* place_weights,
+                                                            Lanes<at::opmath_type<scalar_t>, Bytes>* acc) {
+  using A = at::opmath_type<scalar_t>;
+  using Vec = Lanes<A, Bytes>;
+  for (int64_t c = 0; c < C; ++c) {
+    Vec w[K];
+#pragma GCC unroll 8
+    for (int p = 0; p < K; ++p) std::memcpy(&w[p], place_weights[p] + c * lanes_stride, sizeof(Vec));
+    const scalar_t* column = window + c;
+#pragma GCC unroll 24
+    for (int r = 0; r < M + K - 1; ++r) {
+      const A value = static_cast<A>(column[r * width]);
+#pragma GCC unroll 8
+      for (int p = 0; p < K; ++p) {
+        const int i = r - p;
+        if (i >= 0 && i < M) acc[i] += value * w[p];
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int Bytes, int M>
+__attribute__((always_inline)) inline void window_tile_sums(int64_t taps, const scalar_t* window, int64_t width,
+                                                            int64_t C, int64_t lanes_stride,
+                                                            const at::opmath_type<scalar_t>* const* place_weights,
+                                                            Lanes<at::opmath_type<scalar_t>, Bytes>* acc) {
+  switch (taps) {
+    case 2: return window_tile_sums<scalar_t, Bytes, 2, M>(window, width, C, lanes_stride, place_weights, acc);
+    case 3: return window_tile_sums<scalar_t, Bytes, 3, M>(window, width, C, lanes_stride, place_weights, acc);
+    case 4: return window_tile_sums<scalar_t, Bytes, 4, M>(window, width, C, lanes_stride, place_weights, acc);
+    default: return window_tile_sums<scalar_t, Bytes, 5, M>(window, width, C, lanes_stride, place_weights, acc);
+  }
+}
+
+// Interior tiles with 64-byte registers take twice the tokens: with 8, each sum's K
+// multiply-adds per channel form a dependent chain and 8 chains only just cover the
+// multiply-add's latency at two a cycle; 16 sums + 5 weights + 1 broadcast fit AVX-512's 32
+// registers (AVX2's 16 hold the 8-token tile).
+constexpr int64_t kWideTokenTile = 16;
+
 template <typename scalar_t, int Bytes>
 PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offsets, int64_t batch, int64_t rows,
                                           GroupedShape s, const at::opmath_type<scalar_t>* taps_weight,
                                           const at::opmath_type<scalar_t>* bias_lanes, ConvTaps taps,
                                           const scalar_t* zero_row, int64_t begin, int64_t end, scalar_t* out) {
   using A = at::opmath_type<scalar_t>;
-  typedef A Vec __attribute__((vector_size(Bytes)));
+  using Vec = Lanes<A, Bytes>;
   constexpr int64_t W = Bytes / sizeof(A);
+  constexpr int64_t kMostTokens = Bytes == 64 ? kWideTokenTile : kTokenTile;
   const int64_t C = s.in_per_group, N = s.out_per_group;
   std::vector<const scalar_t*> sources(taps.count * kTokenTile);
+  const bool unrolled = window_unrolled(taps);
+  const TapWindow window = tap_window(taps);
+  // Window place p's weights are tap p's, or tap k - 1 - p's for mirrored taps.
+  std::vector<int64_t> place_tap(taps.count);
+  for (int64_t p = 0; p < taps.count; ++p) place_tap[p] = window.mirrored ? taps.count - 1 - p : p;
   int64_t b = sequence_of_token(offsets, batch, begin);
   SequenceSpan span = sequence_span(offsets, b, rows);
-  for (int64_t t0 = begin; t0 < end; t0 += kTokenTile) {
-    const int64_t count = std::min(kTokenTile, end - t0);
-    tile_sources(offsets, batch, rows, t0, count, kTokenTile, taps, s.in_width(), x, zero_row, b, span,
-                 sources.data());
+  for (int64_t t0 = begin; t0 < end;) {
+    while (t0 >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
+    // Whether the next `tokens` tokens, and every row their taps read, lie inside one sequence.
+    const auto interior_for = [&](int64_t tokens) {
+      return unrolled && end - t0 >= tokens && t0 + std::min<int64_t>(window.lowest, 0) >= span.bos &&
+             t0 + tokens - 1 + std::max<int64_t>(window.highest, 0) < span.eos;
+    };
+    const int64_t tile = kMostTokens > kTokenTile && interior_for(kMostTokens) ? kMostTokens : kTokenTile;
+    const bool interior = tile > kTokenTile || interior_for(kTokenTile);
+    const int64_t count = std::min(tile, end - t0);
+    if (!interior) {
+      tile_sources(offsets, batch, rows, t0, count, kTokenTile, taps, s.in_width(), x, zero_row, b, span,
+                   sources.data());
+    }
     for (int64_t g = 0; g < s.groups; ++g) {
+      const A* place_weights[kMostUnrolledTaps];
+      for (int64_t p = 0; interior && p < taps.count; ++p) {
+        place_weights[p] = taps_weight + (g * taps.count + place_tap[p]) * C * s.out_lanes;
+      }
       for (int64_t n0 = 0; n0 < N; n0 += W) {
-        Vec acc[kTokenTile];
+        Vec acc[kMostTokens];
         Vec init;
         std::memcpy(&init, bias_lanes + g * s.out_lanes + n0, sizeof init);
-        for (int64_t i = 0; i < kTokenTile; ++i) acc[i] = init;
-        for (int64_t j = 0; j < taps.count; ++j) {
-          const scalar_t* const* tap_rows = sources.data() + j * kTokenTile;
-          const A* w = taps_weight + (g * taps.count + j) * C * s.out_lanes + n0;
-          for (int64_t c = 0; c < C; ++c, w += s.out_lanes) {
-            Vec lanes;
-            std::memcpy(&lanes, w, sizeof lanes);
-            const int64_t column = g * C + c;
-            for (int64_t i = 0; i < kTokenTile; ++i) acc[i] += static_cast<A>(tap_rows[i][column]) * lanes;
+        for (int64_t i = 0; i < tile; ++i) acc[i] = init;
+        if (interior) {
+          const scalar_t* first_row = x + (t0 + window.lowest) * s.in_width() + g * C;
+          const A* lane_weights[kMostUnrolledTaps];
+          for (int64_t p = 0; p < taps.count; ++p) lane_weights[p] = place_weights[p] + n0;
+          if (tile == kMostTokens) {
+            window_tile_sums<scalar_t, Bytes, kMostTokens>(taps.count, first_row, s.in_width(), C, s.out_lanes,
+                                                           lane_weights, acc);
+          } else {
+            window_tile_sums<scalar_t, Bytes, kTokenTile>(taps.count, first_row, s.in_width(), C, s.out_lanes,
+                                                          lane_weights, acc);
+          }
+        } else {
+          for (int64_t j = 0; j < taps.count; ++j) {
+            const scalar_t* const* tap_rows = sources.data() + j * kTokenTile;
+            const A* w = taps_weight + (g * taps.count + j) * C * s.out_lanes + n0;
+            for (int64_t c = 0; c < C; ++c, w += s.out_lanes) {
+              Vec lanes;
+              std::memcpy(&lanes, w, sizeof lanes);
+              const int64_t column = g * C + c;
+              for (int64_t i = 0; i < kTokenTile; ++i) acc[i] += static_cast<A>(tap_rows[i][column]) * lanes;
+            }
           }
         }
         const int64_t valid = std::min(W, N - n0);
@@ -117,6 +225,7 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
         }
       }
     }
+    t0 += tile;
   }
 }
 
