@@ -9,6 +9,8 @@
 //                        taps_weight [G, k, C, N_pad] and bias_lanes [G, N_pad] hold zeros past N.
 //   grouped_weight_grad_tokens: partial [k, C_pad, N_pad] += sum_t x[source_j(t), g C + c] * grad[t, g N + n]
 //                        for one group g and a range of tokens.
+// Both take a window path for tokens away from their sequence's edges when the taps are one
+// row apart (k = 2..5): each input element broadcast once into every sum it feeds.
 // A register holds W = Bytes / sizeof(accumulator) lanes (gcc/clang vector extensions: one
 // zmm or ymm, or a pair of narrower registers in the baseline clone).
 #pragma once
@@ -32,8 +34,8 @@ struct GroupedShape {
   int64_t out_width() const { return groups * out_per_group; }
 };
 
-// Tokens per forward register tile (8 accumulators), and input channels per weight-gradient
-// register tile (8 accumulators).
+// Tokens per forward register tile (8 accumulators; interior tiles with 64-byte registers
+// take kWideTokenTile), and input channels per weight-gradient register tile (8 accumulators).
 constexpr int64_t kTokenTile = 8;
 constexpr int64_t kChannelTile = 8;
 // Tokens whose gradient rows are staged at once in the weight gradient (L1-resident).
@@ -131,11 +133,12 @@ __attribute__((always_inline)) inline void window_tile_sums(int64_t taps, const 
                                                             int64_t C, int64_t lanes_stride,
                                                             const at::opmath_type<scalar_t>* const* place_weights,
                                                             Lanes<at::opmath_type<scalar_t>, Bytes>* acc) {
+  static_assert(kMostUnrolledTaps == 5, "a case per tap count window_unrolled admits");
   switch (taps) {
     case 2: return window_tile_sums<scalar_t, Bytes, 2, M>(window, width, C, lanes_stride, place_weights, acc);
     case 3: return window_tile_sums<scalar_t, Bytes, 3, M>(window, width, C, lanes_stride, place_weights, acc);
     case 4: return window_tile_sums<scalar_t, Bytes, 4, M>(window, width, C, lanes_stride, place_weights, acc);
-    default: return window_tile_sums<scalar_t, Bytes, 5, M>(window, width, C, lanes_stride, place_weights, acc);
+    default: return window_tile_sums<scalar_t, Bytes, 5, M>(window, width, C, lanes_stride, place_weights, acc);  // 5
   }
 }
 
@@ -165,7 +168,8 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
   SequenceSpan span = sequence_span(offsets, b, rows);
   for (int64_t t0 = begin; t0 < end;) {
     while (t0 >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
-    // Whether the next `tokens` tokens, and every row their taps read, lie inside one sequence.
+    // Whether the next `tokens` tokens, and every row their taps read, lie inside one sequence
+    // (the shifts of every padding span 0; the min and max only make that not matter here).
     const auto interior_for = [&](int64_t tokens) {
       return unrolled && end - t0 >= tokens && t0 + std::min<int64_t>(window.lowest, 0) >= span.bos &&
              t0 + tokens - 1 + std::max<int64_t>(window.highest, 0) < span.eos;
@@ -229,30 +233,121 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
   }
 }
 
+// One run of interior tokens [first, last) of one sequence in group g's weight gradient, for R
+// channels (columns) and the lanes n0..: token t meets row t + lowest + p at window place p,
+// so row s meets the gradients of tokens s - lowest - p. Walking the rows, K gradient
+// registers slide by one and each input element is broadcast once into K sums; the general
+// loop broadcasts once per multiply-add, and was bound by those loads. Registers: K R sums +
+// K gradients + 1 broadcast. grad points at the group's lanes n0.., rows grad_width apart;
+// place_sums[p] at the partial sums of place p's tap, channel c0, lanes n0 (rows NP apart).
+template <typename A, int Bytes, int K, int R>
+__attribute__((always_inline)) inline void window_weight_grad_sums(const A* grad, int64_t grad_width, const A* x,
+                                                                   int64_t x_width, int64_t lowest, int64_t first,
+                                                                   int64_t last, const int64_t* columns,
+                                                                   A* const* place_sums, int64_t NP) {
+  using Vec = Lanes<A, Bytes>;
+  Vec acc[K][R];
+  for (int p = 0; p < K; ++p) {
+    for (int r = 0; r < R; ++r) std::memcpy(&acc[p][r], place_sums[p] + r * NP, sizeof(Vec));
+  }
+  Vec gradients[K] = {};  // gradients[p]: token row - lowest - p's, zero outside the run
+  for (int64_t row = first + lowest; row < last + lowest + K - 1; ++row) {
+#pragma GCC unroll 8
+    for (int p = K - 1; p > 0; --p) gradients[p] = gradients[p - 1];
+    const int64_t token = row - lowest;
+    if (token < last) {
+      std::memcpy(&gradients[0], grad + token * grad_width, sizeof(Vec));
+    } else {
+      gradients[0] = Vec{};
+    }
+    const A* x_row = x + row * x_width;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const A value = x_row[columns[r]];
+#pragma GCC unroll 8
+      for (int p = 0; p < K; ++p) acc[p][r] += value * gradients[p];
+    }
+  }
+  for (int p = 0; p < K; ++p) {
+    for (int r = 0; r < R; ++r) std::memcpy(place_sums[p] + r * NP, &acc[p][r], sizeof(Vec));
+  }
+}
+
+template <typename A, int Bytes, int R>
+__attribute__((always_inline)) inline void window_weight_grad_sums(int64_t taps, const A* grad, int64_t grad_width,
+                                                                   const A* x, int64_t x_width, int64_t lowest,
+                                                                   int64_t first, int64_t last, const int64_t* columns,
+                                                                   A* const* place_sums, int64_t NP) {
+  static_assert(kMostUnrolledTaps == 5, "a case per tap count window_unrolled admits");
+  switch (taps) {
+    case 2:
+      return window_weight_grad_sums<A, Bytes, 2, R>(grad, grad_width, x, x_width, lowest, first, last, columns,
+                                                     place_sums, NP);
+    case 3:
+      return window_weight_grad_sums<A, Bytes, 3, R>(grad, grad_width, x, x_width, lowest, first, last, columns,
+                                                     place_sums, NP);
+    case 4:
+      return window_weight_grad_sums<A, Bytes, 4, R>(grad, grad_width, x, x_width, lowest, first, last, columns,
+                                                     place_sums, NP);
+    default:  // 5
+      return window_weight_grad_sums<A, Bytes, 5, R>(grad, grad_width, x, x_width, lowest, first, last, columns,
+                                                     place_sums, NP);
+  }
+}
+
 template <typename scalar_t, int Bytes>
 PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, const scalar_t* x, const int64_t* offsets,
                                                int64_t batch, int64_t rows, GroupedShape s, int64_t in_lanes,
                                                ConvTaps taps, const scalar_t* zero_row, int64_t g, int64_t begin,
                                                int64_t end, at::opmath_type<scalar_t>* partial) {
   using A = at::opmath_type<scalar_t>;
-  typedef A Vec __attribute__((vector_size(Bytes)));
+  using Vec = Lanes<A, Bytes>;
   constexpr int64_t W = Bytes / sizeof(A);
+  // Channels per window run pass: 4 x 5 sums + 5 gradients + 1 fit AVX-512's 32 registers,
+  // 2 x 5 + 5 + 1 AVX2's 16.
+  constexpr int kWindowChannels = Bytes == 64 ? 4 : 2;
   const int64_t C = s.in_per_group, N = s.out_per_group, NP = s.out_lanes;
   std::fill(partial, partial + taps.count * in_lanes * NP, A(0));
+  // Interior runs take the window path where gradient rows load in place as whole registers.
+  const bool window_path = window_unrolled(taps) && std::is_same_v<scalar_t, A> && N % W == 0;
+  const TapWindow window = tap_window(taps);
+  std::vector<int64_t> place_tap(taps.count);
+  for (int64_t p = 0; p < taps.count; ++p) place_tap[p] = window.mirrored ? taps.count - 1 - p : p;
+  struct Run {
+    int64_t sequence, first, last;
+  };
+  std::vector<Run> runs;
   std::vector<A> staged(kStageTokens * NP, A(0));
   std::vector<const scalar_t*> sources(taps.count * kStageTokens);
   int64_t b = sequence_of_token(offsets, batch, begin);
   SequenceSpan span = sequence_span(offsets, b, rows);
   for (int64_t t0 = begin; t0 < end; t0 += kStageTokens) {
     const int64_t count = std::min(kStageTokens, end - t0);
-    // Group g's gradient lanes of each token, zero past N, so a register load never reads
-    // past a row.
+    // The stage's tokens: runs of interior ones (every row their taps read inside their
+    // sequence), and the rest, staged for the general loop: group g's gradient lanes, zero
+    // past N so a register load never reads past a row, and the row each tap reads.
+    int64_t edges = 0;
+    runs.clear();
     for (int64_t i = 0; i < count; ++i) {
-      const scalar_t* row = grad + (t0 + i) * s.out_width() + g * N;
-      for (int64_t n = 0; n < N; ++n) staged[i * NP + n] = static_cast<A>(row[n]);
+      const int64_t t = t0 + i;
+      while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
+      if (window_path && t + std::min<int64_t>(window.lowest, 0) >= span.bos &&
+          t + std::max<int64_t>(window.highest, 0) < span.eos) {
+        if (!runs.empty() && runs.back().sequence == b && runs.back().last == t) {
+          runs.back().last = t + 1;
+        } else {
+          runs.push_back({b, t, t + 1});
+        }
+        continue;
+      }
+      const scalar_t* row = grad + t * s.out_width() + g * N;
+      for (int64_t n = 0; n < N; ++n) staged[edges * NP + n] = static_cast<A>(row[n]);
+      for (int64_t j = 0; j < taps.count; ++j) {
+        const int64_t source = tap_source(t, tap_shift(taps, j), span);
+        sources[j * kStageTokens + edges] = source < 0 ? zero_row : x + source * s.in_width();
+      }
+      ++edges;
     }
-    tile_sources(offsets, batch, rows, t0, count, kStageTokens, taps, s.in_width(), x, zero_row, b, span,
-                 sources.data());
     for (int64_t j = 0; j < taps.count; ++j) {
       const scalar_t* const* tap_rows = sources.data() + j * kStageTokens;
       for (int64_t c0 = 0; c0 < C; c0 += kChannelTile) {
@@ -264,13 +359,28 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
           A* block = partial + (j * in_lanes + c0) * NP + n0;
           Vec acc[kChannelTile];
           for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(&acc[r], block + r * NP, sizeof(Vec));
-          for (int64_t i = 0; i < count; ++i) {
+          for (int64_t i = 0; i < edges; ++i) {
             Vec lanes;
             std::memcpy(&lanes, staged.data() + i * NP + n0, sizeof lanes);
             const scalar_t* row = tap_rows[i];
             for (int64_t r = 0; r < kChannelTile; ++r) acc[r] += static_cast<A>(row[columns[r]]) * lanes;
           }
           for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(block + r * NP, &acc[r], sizeof(Vec));
+        }
+      }
+    }
+    if constexpr (std::is_same_v<scalar_t, A>) {
+      for (const Run& run : runs) {
+        for (int64_t c0 = 0; c0 < C; c0 += kWindowChannels) {
+          int64_t columns[kWindowChannels];  // past C: the last channel again, as above
+          for (int64_t r = 0; r < kWindowChannels; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
+          for (int64_t n0 = 0; n0 < N; n0 += W) {
+            A* place_sums[kMostUnrolledTaps];
+            for (int64_t p = 0; p < taps.count; ++p) place_sums[p] = partial + (place_tap[p] * in_lanes + c0) * NP + n0;
+            window_weight_grad_sums<A, Bytes, kWindowChannels>(taps.count, grad + g * N + n0, s.out_width(), x,
+                                                               s.in_width(), window.lowest, run.first, run.last,
+                                                               columns, place_sums, NP);
+          }
         }
       }
     }
