@@ -122,11 +122,13 @@ def test_backend_matches_reference(kernel_backend, config, case):
 
 # The CPU's grouped routes at their edges: register blocks of several lanes and channel
 # tiles with a partial last one, more tokens than one weight-gradient chunk (256 rows) and
-# stage (64); and a weight past the direct kernels' budget (C_in/G x C_out/G x k > 2^18),
-# which takes the GEMM route.
+# stage (64); the window path with 6 input channels a group (not a whole number of its
+# channel passes) and 32 output channels (two AVX-512 registers of float32); and a weight past
+# the direct kernels' budget (C_in/G x C_out/G x k > 2^18), which takes the GEMM route.
 @pytest.mark.parametrize("config,lengths", [((38, 42, 3, 2, 1, "same"), [300, 0, 77, 200]),
+                                            ((12, 64, 3, 2, 1, "same"), [300, 0, 77, 200]),
                                             ((330, 330, 3, 1, 2, "causal"), [40, 0, 9])],
-                         ids=["direct_long", "gemm_route"])
+                         ids=["direct_long", "window_partial_channels", "gemm_route"])
 def test_grouped_routes(kernel_backend, config, lengths):
     device, backend = kernel_backend
     values, offsets, weight, bias, options = make(lengths, config, device=device)
@@ -142,8 +144,8 @@ def test_grouped_routes(kernel_backend, config, lengths):
 # sequence's edges, and k = 6, go the general way. Lengths 20..35 end a tile at every distance
 # from a sequence's end (a tile one row too long for its window reads the next sequence); 16
 # channels per group fill one AVX-512 register of float32. bfloat16 converts each element it
-# broadcasts. On the CPU, three threads split the tokens elsewhere (a task may start inside a
-# sequence) and must give the same bits.
+# broadcasts. On the CPU, three threads split the forward's tokens elsewhere (a task may start
+# inside a sequence) and must give the same bits.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("padding", ["same", "causal"])
 @pytest.mark.parametrize("kernel_size", [2, 3, 4, 5, 6])
@@ -152,7 +154,7 @@ def test_window_tiles_within_bound(kernel_backend, kernel_size, padding, dtype):
     if backend == "triton" and dtype == torch.bfloat16 and device == "cpu":
         pytest.skip("the Triton interpreter computes bfloat16 tl.dot wrongly (see README)")
     config = (32, 32, kernel_size, 2, 1, padding)
-    lengths = [100, 0, 17, 24, 9, 1, 40] + list(range(20, 36))
+    lengths = [100, 0, 17, 24, 9, 1, 40, 5, 6, 7] + list(range(20, 36))
     values, offsets, weight, bias, options = make(lengths, config, device=device)
     low = [t.to(dtype) for t in (values, weight, bias)]
     got, grad_output = run(low[0], offsets, *low[1:], options, backend)
@@ -174,6 +176,24 @@ def test_window_tiles_within_bound(kernel_backend, kernel_size, padding, dtype):
             torch.set_num_threads(threads)
         for a, b in zip(got, three_threads):
             assert torch.equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's inf sums
+def test_infinite_row_reaches_only_its_taps(kernel_backend):
+    """An infinite input element enters only the weight-gradient entries of the taps that read
+    it: a sequence's first and last rows are read by few taps, and the others stay finite (the
+    CPU's window path walks those rows beside stand-in zero gradients, where inf x 0 is NaN)."""
+    device, backend = kernel_backend
+    lengths = [40, 0, 70, 30, 3, 4]  # 3 and 4: runs of interior tokens shorter than the window
+    values, offsets, weight, bias, options = make(lengths, CONFIGS["groups_window"], device=device)
+    for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        if end > start:  # each sequence's first and last rows, a channel of group 0 each
+            values[start, 3] = values[end - 1, 5] = float("inf")
+    got, grad_output = run(values, offsets, weight, bias, options, backend)
+    want, _ = run(values, offsets, weight, bias, options, "reference", grad_output)
+    assert want[2].isfinite().any() and not want[2].isfinite().all()
+    # inf where one sign of infinity enters, NaN where both do: the same whatever the order.
+    torch.testing.assert_close(got[2], want[2], equal_nan=True)
 
 
 @pytest.mark.parametrize("config", ["depthwise_same", "groups_between", "dense_causal_even"])

@@ -10,7 +10,8 @@
 //   grouped_weight_grad_tokens: partial [k, C_pad, N_pad] += sum_t x[source_j(t), g C + c] * grad[t, g N + n]
 //                        for one group g and a range of tokens.
 // Both take a window path for tokens away from their sequence's edges when the taps are one
-// row apart (k = 2..5): each input element broadcast once into every sum it feeds.
+// row apart (k = 2..5): each input element broadcast once into every sum it feeds (the weight
+// gradient's for float32/float64 with N a whole number of registers).
 // A register holds W = Bytes / sizeof(accumulator) lanes (gcc/clang vector extensions: one
 // zmm or ymm, or a pair of narrower registers in the baseline clone).
 #pragma once
@@ -169,7 +170,8 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
   for (int64_t t0 = begin; t0 < end;) {
     while (t0 >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
     // Whether the next `tokens` tokens, and every row their taps read, lie inside one sequence
-    // (the shifts of every padding span 0; the min and max only make that not matter here).
+    // (every padding has lowest <= 0 <= highest, so the min and max change nothing: they keep
+    // the tokens themselves inside the span whatever the taps).
     const auto interior_for = [&](int64_t tokens) {
       return unrolled && end - t0 >= tokens && t0 + std::min<int64_t>(window.lowest, 0) >= span.bos &&
              t0 + tokens - 1 + std::max<int64_t>(window.highest, 0) < span.eos;
@@ -233,6 +235,37 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
   }
 }
 
+// One row of window_weight_grad_sums' walk: the gradients slide by one (gradients[p] becomes
+// token row - lowest - p's, zero past the run), then the row's elements times them join the
+// sums of places lo..hi, those whose token lies in the run. Near a run's ends the other places'
+// gradients are stand-in zeros, and an infinite element times one would put NaN into a sum the
+// element does not belong to. The callers' lo and hi are constants once their loops unroll.
+template <typename A, int Bytes, int K, int R>
+__attribute__((always_inline)) inline void window_weight_grad_row(int64_t row, const A* grad, int64_t grad_width,
+                                                                  const A* x, int64_t x_width, int64_t lowest,
+                                                                  int64_t last, const int64_t* columns, int64_t lo,
+                                                                  int64_t hi, Lanes<A, Bytes> (&gradients)[K],
+                                                                  Lanes<A, Bytes> (&acc)[K][R]) {
+  using Vec = Lanes<A, Bytes>;
+#pragma GCC unroll 8
+  for (int p = K - 1; p > 0; --p) gradients[p] = gradients[p - 1];
+  const int64_t newest = row - lowest;  // the token at place 0
+  if (newest < last) {
+    std::memcpy(&gradients[0], grad + newest * grad_width, sizeof(Vec));
+  } else {
+    gradients[0] = Vec{};
+  }
+  const A* x_row = x + row * x_width;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const A value = x_row[columns[r]];
+#pragma GCC unroll 8
+    for (int p = 0; p < K; ++p) {
+      if (p >= lo && p <= hi) acc[p][r] += value * gradients[p];
+    }
+  }
+}
+
 // One run of interior tokens [first, last) of one sequence in group g's weight gradient, for R
 // channels (columns) and the lanes n0..: token t meets row t + lowest + p at window place p,
 // so row s meets the gradients of tokens s - lowest - p. Walking the rows, K gradient
@@ -250,22 +283,30 @@ __attribute__((always_inline)) inline void window_weight_grad_sums(const A* grad
   for (int p = 0; p < K; ++p) {
     for (int r = 0; r < R; ++r) std::memcpy(&acc[p][r], place_sums[p] + r * NP, sizeof(Vec));
   }
-  Vec gradients[K] = {};  // gradients[p]: token row - lowest - p's, zero outside the run
-  for (int64_t row = first + lowest; row < last + lowest + K - 1; ++row) {
+  Vec gradients[K] = {};
+  // Rows first + lowest .. last + lowest + K - 2. Row first + lowest + q meets the run's
+  // tokens at places max(0, q - (last - first) + 1) .. min(K - 1, q).
+  int64_t row = first + lowest;
+  if (last - first >= K - 1) {  // K - 1 rows in, K - 1 rows out, every place in between
 #pragma GCC unroll 8
-    for (int p = K - 1; p > 0; --p) gradients[p] = gradients[p - 1];
-    const int64_t token = row - lowest;
-    if (token < last) {
-      std::memcpy(&gradients[0], grad + token * grad_width, sizeof(Vec));
-    } else {
-      gradients[0] = Vec{};
+    for (int q = 0; q < K - 1; ++q, ++row) {
+      window_weight_grad_row<A, Bytes, K, R>(row, grad, grad_width, x, x_width, lowest, last, columns, 0, q,
+                                             gradients, acc);
     }
-    const A* x_row = x + row * x_width;
+    for (; row < last + lowest; ++row) {
+      window_weight_grad_row<A, Bytes, K, R>(row, grad, grad_width, x, x_width, lowest, last, columns, 0, K - 1,
+                                             gradients, acc);
+    }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const A value = x_row[columns[r]];
-#pragma GCC unroll 8
-      for (int p = 0; p < K; ++p) acc[p][r] += value * gradients[p];
+    for (int e = 0; e < K - 1; ++e, ++row) {
+      window_weight_grad_row<A, Bytes, K, R>(row, grad, grad_width, x, x_width, lowest, last, columns, e + 1, K - 1,
+                                             gradients, acc);
+    }
+  } else {  // a run shorter than the window
+    for (int64_t q = 0; q < last - first + K - 1; ++q, ++row) {
+      window_weight_grad_row<A, Bytes, K, R>(row, grad, grad_width, x, x_width, lowest, last, columns,
+                                             std::max<int64_t>(0, q - (last - first) + 1), std::min<int64_t>(K - 1, q),
+                                             gradients, acc);
     }
   }
   for (int p = 0; p < K; ++p) {
@@ -311,6 +352,7 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
   // Interior runs take the window path where gradient rows load in place as whole registers.
   const bool window_path = window_unrolled(taps) && std::is_same_v<scalar_t, A> && N % W == 0;
   const TapWindow window = tap_window(taps);
+  // The weight gradient is called with the forward taps (conv1d_plan.h); mirrored ones map too.
   std::vector<int64_t> place_tap(taps.count);
   for (int64_t p = 0; p < taps.count; ++p) place_tap[p] = window.mirrored ? taps.count - 1 - p : p;
   struct Run {
@@ -327,7 +369,6 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
     // sequence), and the rest, staged for the general loop: group g's gradient lanes, zero
     // past N so a register load never reads past a row, and the row each tap reads.
     int64_t edges = 0;
-    runs.clear();
     for (int64_t i = 0; i < count; ++i) {
       const int64_t t = t0 + i;
       while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
@@ -348,39 +389,42 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
       }
       ++edges;
     }
-    for (int64_t j = 0; j < taps.count; ++j) {
-      const scalar_t* const* tap_rows = sources.data() + j * kStageTokens;
-      for (int64_t c0 = 0; c0 < C; c0 += kChannelTile) {
-        // Channels past C repeat the last one (a valid read); their sums land in the rows
-        // of partial past C, which the caller drops.
-        int64_t columns[kChannelTile];
-        for (int64_t r = 0; r < kChannelTile; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
-        for (int64_t n0 = 0; n0 < N; n0 += W) {
-          A* block = partial + (j * in_lanes + c0) * NP + n0;
-          Vec acc[kChannelTile];
-          for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(&acc[r], block + r * NP, sizeof(Vec));
-          for (int64_t i = 0; i < edges; ++i) {
-            Vec lanes;
-            std::memcpy(&lanes, staged.data() + i * NP + n0, sizeof lanes);
-            const scalar_t* row = tap_rows[i];
-            for (int64_t r = 0; r < kChannelTile; ++r) acc[r] += static_cast<A>(row[columns[r]]) * lanes;
+    if (edges > 0) {  // the general loop over the stage's edge tokens
+      for (int64_t j = 0; j < taps.count; ++j) {
+        const scalar_t* const* tap_rows = sources.data() + j * kStageTokens;
+        for (int64_t c0 = 0; c0 < C; c0 += kChannelTile) {
+          // Channels past C repeat the last one (a valid read); their sums land in the rows
+          // of partial past C, which the caller drops.
+          int64_t columns[kChannelTile];
+          for (int64_t r = 0; r < kChannelTile; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
+          for (int64_t n0 = 0; n0 < N; n0 += W) {
+            A* block = partial + (j * in_lanes + c0) * NP + n0;
+            Vec acc[kChannelTile];
+            for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(&acc[r], block + r * NP, sizeof(Vec));
+            for (int64_t i = 0; i < edges; ++i) {
+              Vec lanes;
+              std::memcpy(&lanes, staged.data() + i * NP + n0, sizeof lanes);
+              const scalar_t* row = tap_rows[i];
+              for (int64_t r = 0; r < kChannelTile; ++r) acc[r] += static_cast<A>(row[columns[r]]) * lanes;
+            }
+            for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(block + r * NP, &acc[r], sizeof(Vec));
           }
-          for (int64_t r = 0; r < kChannelTile; ++r) std::memcpy(block + r * NP, &acc[r], sizeof(Vec));
         }
       }
     }
-    if constexpr (std::is_same_v<scalar_t, A>) {
-      for (const Run& run : runs) {
-        for (int64_t c0 = 0; c0 < C; c0 += kWindowChannels) {
-          int64_t columns[kWindowChannels];  // past C: the last channel again, as above
-          for (int64_t r = 0; r < kWindowChannels; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
-          for (int64_t n0 = 0; n0 < N; n0 += W) {
-            A* place_sums[kMostUnrolledTaps];
-            for (int64_t p = 0; p < taps.count; ++p) place_sums[p] = partial + (place_tap[p] * in_lanes + c0) * NP + n0;
-            window_weight_grad_sums<A, Bytes, kWindowChannels>(taps.count, grad + g * N + n0, s.out_width(), x,
-                                                               s.in_width(), window.lowest, run.first, run.last,
-                                                               columns, place_sums, NP);
-          }
+  }
+  // The runs, each whole across stages (K - 1 rows of walk-in and walk-out apiece).
+  if constexpr (std::is_same_v<scalar_t, A>) {
+    for (const Run& run : runs) {
+      for (int64_t c0 = 0; c0 < C; c0 += kWindowChannels) {
+        int64_t columns[kWindowChannels];  // past C: the last channel again, as above
+        for (int64_t r = 0; r < kWindowChannels; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
+        for (int64_t n0 = 0; n0 < N; n0 += W) {
+          A* place_sums[kMostUnrolledTaps];
+          for (int64_t p = 0; p < taps.count; ++p) place_sums[p] = partial + (place_tap[p] * in_lanes + c0) * NP + n0;
+          window_weight_grad_sums<A, Bytes, kWindowChannels>(taps.count, grad + g * N + n0, s.out_width(), x,
+                                                             s.in_width(), window.lowest, run.first, run.last,
+                                                             columns, place_sums, NP);
         }
       }
     }
