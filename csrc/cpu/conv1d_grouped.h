@@ -56,6 +56,17 @@ inline int register_bytes() {
 #endif
 }
 
+// sources[j * stride]: the row token t reads through tap j, or zero_row where that falls
+// outside its sequence (span: t's).
+template <typename scalar_t>
+void token_sources(int64_t t, const SequenceSpan& span, ConvTaps taps, int64_t width, const scalar_t* x,
+                   const scalar_t* zero_row, int64_t stride, const scalar_t** sources) {
+  for (int64_t j = 0; j < taps.count; ++j) {
+    const int64_t source = tap_source(t, tap_shift(taps, j), span);
+    sources[j * stride] = source < 0 ? zero_row : x + source * width;
+  }
+}
+
 // sources[j * tile + i]: the row token t0 + i reads through tap j, or zero_row where that
 // falls outside its sequence or i >= count. `b`/`span` carry the sequence walk across calls.
 template <typename scalar_t>
@@ -63,14 +74,13 @@ void tile_sources(const int64_t* offsets, int64_t batch, int64_t rows, int64_t t
                   ConvTaps taps, int64_t width, const scalar_t* x, const scalar_t* zero_row, int64_t& b,
                   SequenceSpan& span, const scalar_t** sources) {
   for (int64_t i = 0; i < tile; ++i) {
+    if (i >= count) {
+      for (int64_t j = 0; j < taps.count; ++j) sources[j * tile + i] = zero_row;
+      continue;
+    }
     const int64_t t = t0 + i;
-    if (i < count) {
-      while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
-    }
-    for (int64_t j = 0; j < taps.count; ++j) {
-      const int64_t source = i < count ? tap_source(t, tap_shift(taps, j), span) : -1;
-      sources[j * tile + i] = source < 0 ? zero_row : x + source * width;
-    }
+    while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
+    token_sources(t, span, taps, width, x, zero_row, tile, sources + i);
   }
 }
 
@@ -93,19 +103,13 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
   std::vector<const scalar_t*> sources(taps.count * kTokenTile);
   const bool unrolled = window_unrolled(taps);
   const TapWindow window = tap_window(taps);
-  // Window place p's weights are tap p's, or tap k - 1 - p's for mirrored taps.
-  std::vector<int64_t> place_tap(taps.count);
-  for (int64_t p = 0; p < taps.count; ++p) place_tap[p] = window.mirrored ? taps.count - 1 - p : p;
   int64_t b = sequence_of_token(offsets, batch, begin);
   SequenceSpan span = sequence_span(offsets, b, rows);
   for (int64_t t0 = begin; t0 < end;) {
     while (t0 >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
-    // Whether the next `tokens` tokens, and every row their taps read, lie inside one sequence
-    // (every padding has lowest <= 0 <= highest, so the min and max change nothing: they keep
-    // the tokens themselves inside the span whatever the taps).
+    // Whether the next `tokens` tokens, and every row their taps read, lie inside one sequence.
     const auto interior_for = [&](int64_t tokens) {
-      return unrolled && end - t0 >= tokens && t0 + std::min<int64_t>(window.lowest, 0) >= span.bos &&
-             t0 + tokens - 1 + std::max<int64_t>(window.highest, 0) < span.eos;
+      return unrolled && end - t0 >= tokens && window.holds(t0, t0 + tokens - 1, span);
     };
     const int64_t tile = kMostTokens > kTokenTile && interior_for(kMostTokens) ? kMostTokens : kTokenTile;
     const bool interior = tile > kTokenTile || interior_for(kTokenTile);
@@ -117,7 +121,7 @@ PADKERN_VECTOR_CLONES void grouped_tokens(const scalar_t* x, const int64_t* offs
     for (int64_t g = 0; g < s.groups; ++g) {
       const A* place_weights[kMostUnrolledTaps];
       for (int64_t p = 0; interior && p < taps.count; ++p) {
-        place_weights[p] = taps_weight + (g * taps.count + place_tap[p]) * C * s.out_lanes;
+        place_weights[p] = taps_weight + (g * taps.count + window.tap_of_place(p)) * C * s.out_lanes;
       }
       for (int64_t n0 = 0; n0 < N; n0 += W) {
         Vec acc[kMostTokens];
@@ -181,10 +185,7 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
   std::fill(partial, partial + taps.count * in_lanes * NP, A(0));
   // Interior runs take the window path where gradient rows load in place as whole registers.
   const bool window_path = window_unrolled(taps) && std::is_same_v<scalar_t, A> && N % W == 0;
-  const TapWindow window = tap_window(taps);
-  // The weight gradient is called with the forward taps (conv1d_plan.h); mirrored ones map too.
-  std::vector<int64_t> place_tap(taps.count);
-  for (int64_t p = 0; p < taps.count; ++p) place_tap[p] = window.mirrored ? taps.count - 1 - p : p;
+  const TapWindow window = tap_window(taps);  // forward taps here (conv1d_plan.h); mirrored ones map too
   struct Run {
     int64_t sequence, first, last;
   };
@@ -202,8 +203,7 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
     for (int64_t i = 0; i < count; ++i) {
       const int64_t t = t0 + i;
       while (t >= span.eos && b + 1 < batch) span = sequence_span(offsets, ++b, rows);
-      if (window_path && t + std::min<int64_t>(window.lowest, 0) >= span.bos &&
-          t + std::max<int64_t>(window.highest, 0) < span.eos) {
+      if (window_path && window.holds(t, t, span)) {
         if (!runs.empty() && runs.back().sequence == b && runs.back().last == t) {
           runs.back().last = t + 1;
         } else {
@@ -213,10 +213,7 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
       }
       const scalar_t* row = grad + t * s.out_width() + g * N;
       for (int64_t n = 0; n < N; ++n) staged[edges * NP + n] = static_cast<A>(row[n]);
-      for (int64_t j = 0; j < taps.count; ++j) {
-        const int64_t source = tap_source(t, tap_shift(taps, j), span);
-        sources[j * kStageTokens + edges] = source < 0 ? zero_row : x + source * s.in_width();
-      }
+      token_sources(t, span, taps, s.in_width(), x, zero_row, kStageTokens, sources.data() + edges);
       ++edges;
     }
     if (edges > 0) {  // the general loop over the stage's edge tokens
@@ -251,7 +248,9 @@ PADKERN_VECTOR_CLONES void grouped_weight_grad_tokens(const scalar_t* grad, cons
         for (int64_t r = 0; r < kWindowChannels; ++r) columns[r] = g * C + std::min(c0 + r, C - 1);
         for (int64_t n0 = 0; n0 < N; n0 += W) {
           A* place_sums[kMostUnrolledTaps];
-          for (int64_t p = 0; p < taps.count; ++p) place_sums[p] = partial + (place_tap[p] * in_lanes + c0) * NP + n0;
+          for (int64_t p = 0; p < taps.count; ++p) {
+            place_sums[p] = partial + (window.tap_of_place(p) * in_lanes + c0) * NP + n0;
+          }
           window_weight_grad_sums<A, Bytes, kWindowChannels>(taps.count, grad + g * N + n0, s.out_width(), x,
                                                              s.in_width(), window.lowest, run.first, run.last,
                                                              columns, place_sums, NP);

@@ -28,12 +28,23 @@ using Lanes = typename LanesOf<A, Bytes>::type;
 // tap's place in the window (j forward, k - 1 - j for the mirrored input-gradient taps).
 struct TapWindow {
   int64_t lowest, highest;  // the smallest and largest shift
+  int64_t count;
   bool mirrored;
+
+  // The tap whose weights window place p takes.
+  int64_t tap_of_place(int64_t p) const { return mirrored ? count - 1 - p : p; }
+
+  // Whether tokens first..last, and every row their taps read, lie inside `span` (every
+  // padding has lowest <= 0 <= highest, so the min and max change nothing: they keep the
+  // tokens themselves inside the span whatever the taps).
+  bool holds(int64_t first, int64_t last, const SequenceSpan& span) const {
+    return first + std::min<int64_t>(lowest, 0) >= span.bos && last + std::max<int64_t>(highest, 0) < span.eos;
+  }
 };
 
 inline TapWindow tap_window(ConvTaps taps) {
   const int64_t last = tap_shift(taps, taps.count - 1);
-  return {std::min(taps.first_shift, last), std::max(taps.first_shift, last), taps.step < 0};
+  return {std::min(taps.first_shift, last), std::max(taps.first_shift, last), taps.count, taps.step < 0};
 }
 
 // Taps an interior tile unrolls for (taps of one row apart): the common kernel sizes.
