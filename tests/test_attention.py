@@ -257,6 +257,63 @@ def test_cpu_float32_non_finite_row_reaches_the_keys_it_sees(poisoned):
         assert torch.equal(got.isnan(), want.isnan()), f"{name}: NaN in rows {rows_of(got)}, float64 {rows_of(want)}"
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_float32_neighbours_infinities_stay_out(causal):
+    """Sequences of 21 and 37 keys (a last key group of 5) beside sequences whose keys and values
+    are all infinite: the float32 brgemm tiles take their last few keys from a zero-padded copy,
+    so no product over a tile's 16-key group reaches the next sequence's rows (a zero weight
+    there would meet inf, 0 * inf = NaN). NaN lies exactly where the float64 reference puts it,
+    in the poisoned sequences only, and the clean sequences' results are bit for bit those of a
+    batch without the poisoned ones (each sequence's tiles are computed alike in any batch)."""
+    g = torch.Generator().manual_seed(5)
+    # A poisoned sequence with a last group of 15 keys before a clean one with 5 (a copy that kept
+    # the previous group's rows would keep infinities), and a clean one last, against the end.
+    lengths = [21, 31, 37, 20, 29]
+    offsets = offsets_of(lengths, "cpu")
+    q, k, v, grad = (torch.randn(sum(lengths), 2, 16, generator=g, dtype=torch.float64) for _ in range(4))
+    for b in (1, 3):
+        k[offsets[b]:offsets[b + 1]] = float("inf")
+        v[offsets[b]:offsets[b + 1]] = -float("inf")
+
+    def run(dtype, rows=slice(None), offsets=offsets):
+        leaves = [t[rows].to(dtype).requires_grad_() for t in (q, k, v)]
+        out, _ = torch.ops.padkern.ragged_attention(*leaves, offsets, offsets, causal, 0.25)
+        return [out.detach(), *torch.autograd.grad(out, leaves, grad[rows].to(dtype))]
+
+    clean = torch.cat([torch.arange(offsets[b], offsets[b + 1]) for b in (0, 2, 4)])
+    alone = run(torch.float32, clean, offsets_of([lengths[0], lengths[2], lengths[4]], "cpu"))
+    for name, got, want, got_alone in zip(("out", "grad q", "grad k", "grad v"), run(torch.float32),
+                                          run(torch.float64), alone):
+        assert want[clean].isfinite().all()
+        assert torch.equal(got.isnan(), want.isnan()), f"{name}: NaN at {got.isnan().nonzero()[:, 0].unique().tolist()}"
+        assert torch.equal(got[clean], got_alone), name
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_float32_query_seeing_only_minus_infinity(causal):
+    """Query 3 holds -inf in a feature where every key is positive: each of its scores is -inf,
+    so it has no weight (out 0, as the float64 reference gives), yet its scores against the zero
+    keys that round a tile up to 16 are -inf * 0 = NaN. The float32 brgemm tiles must zero them
+    before the weighted sum over the last key group."""
+    g = torch.Generator().manual_seed(6)
+    q, k, v, grad = (torch.randn(21, 1, 4, generator=g, dtype=torch.float64) for _ in range(4))
+    k[:, 0, 0] = k[:, 0, 0].abs() + 0.5
+    q[3, 0, 0] = -float("inf")
+    offsets = torch.tensor([0, 21])
+
+    def run(dtype):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out, _ = torch.ops.padkern.ragged_attention(*leaves, offsets, offsets, causal, 0.5)
+        return [out.detach(), *torch.autograd.grad(out, leaves, grad.to(dtype))]
+
+    got, want = run(torch.float32), run(torch.float64)
+    assert want[0][3].eq(0).all()
+    for name, a, b in zip(("out", "grad q", "grad k", "grad v"), got, want):
+        assert torch.equal(a.isnan(), b.isnan()), f"{name}: NaN at {a.isnan().nonzero()[:, 0].unique().tolist()}, " \
+                                                  f"float64 {b.isnan().nonzero()[:, 0].unique().tolist()}"
+    assert got[0][3].eq(0).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_keys_far_below_the_peak(kernel_backend, dtype):
     """Keys from 0 to twice the exp floor's reach (87 in float32, 708 in float64) below their

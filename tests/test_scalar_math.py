@@ -4,7 +4,7 @@ at each x86-64 level the clones are built for; the recurrences' gate loops vecto
 target clone (tests/cpp/gate_loop_vectorises.cpp), read from gcc's vectoriser report with the
 extension's own compiler flags; the attention's softmax rows (softmax_rows.h), the matmuls'
 epilogue (epilogue_rows.h) and the segment softmax's columns (segment_columns.h) read from the
-clones' machine code."""
+clones' machine code; the block transpose (transpose_rows.h) at each level."""
 import ast
 import os
 import platform
@@ -83,6 +83,7 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
                       "template float padkern::exp_shifted_row<float>(float*, int64_t, float);\n"
                       "template void padkern::score_gradient_row<float>(const float*, float*, int64_t, float, "
                       "float);\n"
+                      "template float padkern::row_dot<float>(const float*, const float*, int64_t);\n"
                       "template void padkern::epilogue_row<float, padkern::kGelu, true, true, float>(float*, float*, "
                       "const float*, int64_t);\n"
                       "template void padkern::epilogue_row<float, padkern::kSilu, false, false, float>(float*, float*, "
@@ -100,12 +101,12 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
                              capture_output=True, text=True, check=True).stdout
     functions = {block.splitlines()[0]: block for block in listing.split("\n\n") if block.strip()}
     # The loop's own work on full vector registers: the max, exp's polynomial (6 FMAs), the
-    # score gradient's subtraction; gelu's normal CDF (a 9-term polynomial and an exp), silu's
+    # score gradient's subtraction, delta's dot product; gelu's normal CDF (a 9-term polynomial and an exp), silu's
     # exp; the segment softmax's column max, exp and division; segment_max's comparisons (value
     # above the best, NaN tests).
     # Some vector code appears around a scalar loop too, so presence alone proves nothing.
     for name, instruction, least in (("row_peak<float>", "vmaxps", 1), ("exp_shifted_row<float>", "vfmadd", 6),
-                                     ("score_gradient_row<float>", "vsubps", 1),
+                                     ("score_gradient_row<float>", "vsubps", 1), ("row_dot<float>", "vfmadd", 1),
                                      ("epilogue_row<float, 2, true, true, float>", "vfmadd", 15),
                                      ("epilogue_row<float, 3, false, false, float>", "vfmadd", 6),
                                      ("column_peaks<float, float>", "vmaxps", 1),
@@ -118,3 +119,15 @@ def test_row_loops_vectorise_in_every_clone(tmp_path):
                 pytest.skip(f"this compiler made no {clone} clone")
             found = sum(instruction in line and register in line for line in bodies[0].splitlines())
             assert found >= least, f"the {clone} clone of {name} runs its loop scalar ({found} {instruction} on {register})"
+
+
+@needs_gxx
+@pytest.mark.parametrize("level", LEVELS)
+def test_block_transpose_at_each_level(tmp_path, level):
+    """transpose_rows.h's shuffles, compiled for each level its clones are built for, against an
+    element loop at every edge of its 8 x 8 blocks."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the x86-64 levels need an x86-64 CPU")
+    if not LEVELS[level] <= cpu_flags():
+        pytest.skip(f"this CPU cannot run {level} code")
+    run_cpp_check("transpose_rows_test", tmp_path, "-O2", f"-march={level}")

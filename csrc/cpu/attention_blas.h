@@ -53,11 +53,7 @@ void backward_item_blas(const Problem& p, int64_t b, int64_t g, const T* grad_ou
       const int64_t q_start = (p.offsets[b] + first) * ldq + h * dim;
       const float* lse_tile = lse + (p.offsets[b] + first) * p.heads + h;
       // delta_i = dO_i . O_i = sum_j P_ij dP_ij, softmax's backward term.
-      for (int64_t i = 0; i < rows; ++i) {
-        T sum = 0;
-        for (int64_t d = 0; d < dim; ++d) sum += grad_out[q_start + i * ldq + d] * out[q_start + i * ldq + d];
-        delta[i] = sum;
-      }
+      for (int64_t i = 0; i < rows; ++i) delta[i] = row_dot(grad_out + q_start + i * ldq, out + q_start + i * ldq, dim);
       // float64: forward's lse is float32 (the schema's), about 1e-7 relative, far coarser than
       // float64 gradients need; one more pass of score GEMMs recomputes it in float64.
       for (int64_t i = 0; i < rows; ++i) row_lse[i] = static_cast<T>(lse_tile[i * p.heads]);

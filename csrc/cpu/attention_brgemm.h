@@ -9,7 +9,8 @@
 // whatever the lengths: query rows rounded up to 16, 32 or 64 (a partial tile's rows copied,
 // zeros after them), score widths rounded up to 16 keys (scores past a tile's keys are
 // computed, then ignored or zeroed), and products over keys in whole groups of 16, the last
-// few keys added apart. A sequence of fewer than 16 queries (decoding) stays on the BLAS
+// group's rows from a zero-padded copy (last_key_group) so that it reads nothing past the
+// sequence's keys. A sequence of fewer than 16 queries (decoding) stays on the BLAS
 // tiles (attention_blas.h): laying out its keys would cost more than its products.
 #pragma once
 #include <algorithm>
@@ -23,6 +24,8 @@
 #include "brgemm_blocks.h"
 #include "padkern/attention_tile.h"
 #include "padkern/int_math.h"
+#include "padkern/softmax_rows.h"
+#include "padkern/transpose_rows.h"
 
 namespace padkern {
 namespace cpu {
@@ -38,16 +41,12 @@ inline int64_t padded_query_rows(int64_t rows) { return rows <= 16 ? 16 : rows <
 // zero past `length`.
 inline void transposed_key_tiles(const float* rows, int64_t ld, int64_t length, int64_t dim, float scale,
                                  std::vector<float>& blocks) {
-  blocks.assign(round_up(length, kKeyTile) * dim, 0.0f);
-  // 16 keys at a time: each feature's 16 values fill one cache line of the block, and the 16
-  // rows read stay in L1 across the features.
-  for (int64_t j0 = 0; j0 < length; j0 += kKeyGroup) {
-    const int64_t count = std::min(kKeyGroup, length - j0);
-    float* base = blocks.data() + (j0 / kKeyTile) * dim * kKeyTile + j0 % kKeyTile;
-    const float* source = rows + j0 * ld;
-    for (int64_t d = 0; d < dim; ++d) {
-      for (int64_t j = 0; j < count; ++j) base[d * kKeyTile + j] = scale * source[j * ld + d];
-    }
+  blocks.resize(round_up(length, kKeyTile) * dim);
+  for (int64_t key0 = 0; key0 < length; key0 += kKeyTile) {
+    const int64_t keys = std::min(kKeyTile, length - key0);
+    float* block = blocks.data() + key0 / kKeyTile * dim * kKeyTile;
+    transpose_rows(rows + key0 * ld, ld, keys, dim, block, kKeyTile, scale);
+    for (int64_t d = 0; d < dim; ++d) std::fill(block + d * kKeyTile + keys, block + (d + 1) * kKeyTile, 0.0f);
   }
 }
 
@@ -61,17 +60,28 @@ inline std::pair<const float*, int64_t> tile_rows(const float* first, int64_t ld
   return {buffer.data(), dim};
 }
 
-// acc[i] += sum_j weights[i, j] v[j] for the keys [whole, cols) a 16-key group product left.
-inline void add_remaining_keys(const float* weights, int64_t ld_weights, const float* v, int64_t ldv,
-                               int64_t rows, int64_t whole, int64_t cols, int64_t dim, float* acc) {
-  for (int64_t i = 0; i < rows; ++i) {
-    float* acc_row = acc + i * dim;
-    for (int64_t j = whole; j < cols; ++j) {
-      const float weight = weights[i * ld_weights + j];
-      const float* v_row = v + j * ldv;
-      for (int64_t d = 0; d < dim; ++d) acc_row[d] += weight * v_row[d];
-    }
-  }
+// The rows [whole, cols) of a key tile's keys or values (`ld` apart) in `buffer` [16, D], zero
+// after them: the last 16-key group's product reads these in place of the tile's rows, so it
+// reads nothing past the tile's keys (the next sequence's rows, or past the tensor's end) and
+// adds only zero weights times zeros for the keys it lacks.
+inline const float* last_key_group(const float* tile, int64_t ld, int64_t whole, int64_t cols, int64_t dim,
+                                   std::vector<float>& buffer) {
+  buffer.assign(kKeyGroup * dim, 0.0f);
+  for (int64_t j = whole; j < cols; ++j) std::copy_n(tile + j * ld, dim, buffer.data() + (j - whole) * dim);
+  return buffer.data();
+}
+
+// acc [m, D] += weights [m, 0..cols) (ld kKeyTile) @ the tile's rows [cols, D] (`ld` apart):
+// whole 16-key groups in place, the last few keys from last_key_group. In every row whose
+// result is read, the weights in the columns [cols, round_up(cols, 16)) must be zero: they meet
+// the copy's zero rows, and a NaN there (a score of -inf * 0) would reach the row.
+inline void add_key_products(int64_t m, int64_t cols, int64_t dim, const float* weights, const float* tile,
+                             int64_t ld, float* acc, std::vector<float>& buffer) {
+  const int64_t whole = cols / kKeyGroup * kKeyGroup;
+  if (whole > 0) brgemm_block(m, dim, whole, weights, kKeyTile, tile, ld, acc, dim, /*accumulate=*/true);
+  if (whole == cols) return;
+  brgemm_block(m, dim, kKeyGroup, weights + whole, kKeyTile, last_key_group(tile, ld, whole, cols, dim, buffer), dim,
+               acc, dim, /*accumulate=*/true);
 }
 
 // The forward of one range of items: keys laid out once per (sequence, key/value head).
@@ -79,7 +89,7 @@ inline void forward_range_brgemm(const Problem& p, const ForwardItems& items, in
                                  const float* q, const float* k, const float* v, float* out, float* lse) {
   const int64_t dim = p.dim, ldq = p.query_stride(), ldk = p.key_stride();
   const float scale = static_cast<float>(p.scale), neg_inf = -std::numeric_limits<float>::infinity();
-  std::vector<float> keys_t, q_buffer, scores(kQueryTile * kKeyTile), acc(kQueryTile * dim);
+  std::vector<float> keys_t, q_buffer, tail, scores(kQueryTile * kKeyTile), acc(kQueryTile * dim);
   std::vector<float> peak(kQueryTile), total(kQueryTile);
   int64_t cached_b = -1, cached_g = -1;
   for (int64_t item = first_item; item < last_item; ++item) {
@@ -102,16 +112,17 @@ inline void forward_range_brgemm(const Problem& p, const ForwardItems& items, in
     std::fill(total.begin(), total.end(), 0.0f);
     float* s = scores.data();
     for (int64_t key0 = 0; key0 < it.keys; key0 += kKeyTile) {
-      const int64_t cols = std::min(kKeyTile, it.keys - key0);
-      const int64_t width = round_up(cols, kKeyGroup), whole = cols / kKeyGroup * kKeyGroup;
+      const int64_t cols = std::min(kKeyTile, it.keys - key0), width = round_up(cols, kKeyGroup);
       brgemm_block(m, width, dim, q_tile, ld_q, keys_t.data() + key0 / kKeyTile * dim * kKeyTile, kKeyTile, s,
                    kKeyTile, /*accumulate=*/false);
       if (p.causal) mask_future(s, it.rows, cols, it.first, key0, kKeyTile);
       softmax_tile(s, kKeyTile, it.rows, cols, dim, acc.data(), peak.data(), total.data());
-      // Rows past it.rows hold scores of zero queries, not weights: their accumulators are never read.
-      const float* v_tile = v_seq + key0 * ldk;
-      if (whole > 0) brgemm_block(m, dim, whole, s, kKeyTile, v_tile, ldk, acc.data(), dim, /*accumulate=*/true);
-      add_remaining_keys(s, kKeyTile, v_tile, ldk, it.rows, whole, cols, dim, acc.data());
+      // Zero weights past the tile's keys: there the scores are of keys the rows do not see
+      // (causal) or of the zero keys after the sequence's, NaN for a query holding an infinity.
+      // Rows past it.rows are left as they are (scores of zero queries, not weights): their
+      // accumulators are never read.
+      for (int64_t i = 0; i < it.rows; ++i) std::fill(s + i * kKeyTile + cols, s + i * kKeyTile + width, 0.0f);
+      add_key_products(m, cols, dim, s, v_seq + key0 * ldk, ldk, acc.data(), tail);
     }
     write_tile(p, it, acc.data(), peak.data(), total.data(), out, lse);
   }
@@ -120,9 +131,10 @@ inline void forward_range_brgemm(const Problem& p, const ForwardItems& items, in
 // A tile's rows [rows, D] (`ld` apart) transposed into `buffer` [D, kQueryTile], zero in the
 // columns after `rows`.
 inline void transposed_rows(const float* first, int64_t ld, int64_t rows, int64_t dim, std::vector<float>& buffer) {
-  buffer.assign(dim * kQueryTile, 0.0f);
+  buffer.resize(dim * kQueryTile);
+  transpose_rows(first, ld, rows, dim, buffer.data(), kQueryTile);
   for (int64_t d = 0; d < dim; ++d) {
-    for (int64_t i = 0; i < rows; ++i) buffer[d * kQueryTile + i] = first[i * ld + d];
+    std::fill(buffer.data() + d * kQueryTile + rows, buffer.data() + (d + 1) * kQueryTile, 0.0f);
   }
 }
 
@@ -162,7 +174,7 @@ inline void backward_item_brgemm(const Problem& p, int64_t b, int64_t g, const f
   transposed_key_tiles(k_seq, ldk, kv_length, dim, scale, keys_t);
   transposed_key_tiles(v_seq, ldk, kv_length, dim, 1.0f, values_t);
   std::vector<float> dk_t(keys_t.size(), 0.0f), dv_t(keys_t.size(), 0.0f), dq(kQueryTile * dim);
-  std::vector<float> q_buffer, do_buffer, q_t, do_t, delta(kQueryTile), row_lse(kQueryTile);
+  std::vector<float> q_buffer, do_buffer, q_t, do_t, tail, delta(kQueryTile), row_lse(kQueryTile);
   std::vector<float> probs(kQueryTile * kKeyTile), grad_scores(kQueryTile * kKeyTile), partial(dim * kKeyGroup);
   for (int64_t h = g * p.group(); h < (g + 1) * p.group(); ++h) {
     for (int64_t first = 0; first < length; first += kQueryTile) {
@@ -174,9 +186,7 @@ inline void backward_item_brgemm(const Problem& p, int64_t b, int64_t g, const f
       transposed_rows(grad_out + q_start, ldq, rows, dim, do_t);
       for (int64_t i = 0; i < rows; ++i) {
         // delta_i = dO_i . O_i = sum_j P_ij dP_ij, softmax's backward term.
-        float sum = 0;
-        for (int64_t d = 0; d < dim; ++d) sum += grad_out[q_start + i * ldq + d] * out[q_start + i * ldq + d];
-        delta[i] = sum;
+        delta[i] = row_dot(grad_out + q_start + i * ldq, out + q_start + i * ldq, dim);
         row_lse[i] = lse[(p.offsets[b] + first + i) * p.heads + h];
       }
       std::fill(dq.begin(), dq.end(), 0.0f);
@@ -209,10 +219,8 @@ inline void backward_item_brgemm(const Problem& p, int64_t b, int64_t g, const f
         // dV^T += dO^T P; dK^T += Q^T (scale dS): [D, cols] of this key tile's block.
         add_transposed_products(do_t.data(), s, m, whole, cols, dim, dv_t.data() + block, partial.data());
         add_transposed_products(q_t.data(), ds, m, whole, cols, dim, dk_t.data() + block, partial.data());
-        // dQ += (scale dS) K over whole key groups, then the rest.
-        const float* k_tile = k_seq + key0 * ldk;
-        if (whole > 0) brgemm_block(m, dim, whole, ds, kKeyTile, k_tile, ldk, dq.data(), dim, true);
-        add_remaining_keys(ds, kKeyTile, k_tile, ldk, rows, whole, cols, dim, dq.data());
+        // dQ += (scale dS) K.
+        add_key_products(m, cols, dim, ds, k_seq + key0 * ldk, ldk, dq.data(), tail);
       }
       for (int64_t i = 0; i < rows; ++i) {
         float* row = grad_q + q_start + i * ldq;
@@ -220,18 +228,12 @@ inline void backward_item_brgemm(const Problem& p, int64_t b, int64_t g, const f
       }
     }
   }
-  // Back from the transposed blocks 16 keys at a time, as transposed_key_tiles lays them out.
+  // Back from the transposed blocks onto the gradients' rows.
   const int64_t kv_start = p.kv_offsets[b] * ldk + g * dim;
-  for (int64_t j0 = 0; j0 < kv_length; j0 += kKeyGroup) {
-    const int64_t count = std::min(kKeyGroup, kv_length - j0), base = j0 / kKeyTile * dim * kKeyTile + j0 % kKeyTile;
-    float* k_rows = grad_k + kv_start + j0 * ldk;
-    float* v_rows = grad_v + kv_start + j0 * ldk;
-    for (int64_t d = 0; d < dim; ++d) {
-      for (int64_t j = 0; j < count; ++j) {
-        k_rows[j * ldk + d] += dk_t[base + d * kKeyTile + j];
-        v_rows[j * ldk + d] += dv_t[base + d * kKeyTile + j];
-      }
-    }
+  for (int64_t key0 = 0; key0 < kv_length; key0 += kKeyTile) {
+    const int64_t keys = std::min(kKeyTile, kv_length - key0), block = key0 / kKeyTile * dim * kKeyTile;
+    transpose_rows(dk_t.data() + block, kKeyTile, dim, keys, grad_k + kv_start + key0 * ldk, ldk, 1.0f, true);
+    transpose_rows(dv_t.data() + block, kKeyTile, dim, keys, grad_v + kv_start + key0 * ldk, ldk, 1.0f, true);
   }
 }
 

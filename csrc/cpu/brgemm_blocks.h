@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "padkern/int_math.h"
+#include "padkern/transpose_rows.h"
 
 namespace padkern {
 namespace cpu {
@@ -61,6 +62,8 @@ constexpr int64_t kOuterChunkTokens = 64;
 constexpr int64_t kOuterTailTokens = 16;
 constexpr int64_t kOuterChunkStride = kOuterChunkTokens + 16;
 
+// c [m, n] = a^T b, summed over `length` >= 0 tokens: a [length, m] with its elements
+// a_row_stride and a_column_stride apart, b [length, n] with rows ldb apart (ldb >= n).
 inline void brgemm_outer_product(int64_t length, int64_t m, int64_t n, const float* a, int64_t a_row_stride,
                                  int64_t a_column_stride, const float* b, int64_t ldb, float* c, int64_t ldc) {
   if (length == 0) {
@@ -72,13 +75,17 @@ inline void brgemm_outer_product(int64_t length, int64_t m, int64_t n, const flo
   for (int64_t t0 = 0; t0 < length; t0 += kOuterChunkTokens) {
     const int64_t count = std::min(kOuterChunkTokens, length - t0);
     const int64_t depth = round_up(count, kOuterTailTokens);
-    for (int64_t t = 0; t < depth; ++t) {
-      if (t < count) {
-        const float* row = a + (t0 + t) * a_row_stride;
+    const float* a_rows = a + t0 * a_row_stride;
+    if (a_column_stride == 1) {
+      transpose_rows(a_rows, a_row_stride, count, m, a_chunk.data(), kOuterChunkStride);
+    } else {  // (a transposed or strided view: element by element, for the same sums in any layout)
+      for (int64_t t = 0; t < count; ++t) {
+        const float* row = a_rows + t * a_row_stride;
         for (int64_t i = 0; i < m; ++i) a_chunk[i * kOuterChunkStride + t] = row[i * a_column_stride];
-      } else {
-        for (int64_t i = 0; i < m; ++i) a_chunk[i * kOuterChunkStride + t] = 0.0f;
       }
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      std::fill(a_chunk.data() + i * kOuterChunkStride + count, a_chunk.data() + i * kOuterChunkStride + depth, 0.0f);
     }
     const float* b_rows = b + t0 * ldb;
     int64_t b_stride = ldb;

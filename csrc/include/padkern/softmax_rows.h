@@ -49,6 +49,17 @@ PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift
   return sum;
 }
 
+// sum_j a[j] b[j], as a simd reduction: the backward's delta_i = dO_i . O_i for each query row.
+// The sum runs in lane order, so its last bits differ between clones (16, 8 or 4 lanes) as the
+// GEMMs' own do between machines; its error bound is a left-to-right sum's or better.
+template <typename T>
+PADKERN_VECTOR_CLONES T row_dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += a[j] * b[j];
+  return sum;
+}
+
 // ds[j] = scale p[j] (ds[j] - delta) in place, dS from dP: score_gradient (attention_tile.h)
 // over a row, 0 wherever p[j] is 0 (masked keys, a row without weight), NaN or not.
 template <typename T>
