@@ -17,6 +17,7 @@
 #include "brgemm_blocks.h"
 #include "linear_gemm.h"
 #include "padkern/epilogue_rows.h"
+#include "padkern/int_math.h"
 #include "padkern/tensor_checks.h"
 
 namespace padkern {
@@ -152,19 +153,25 @@ at::Tensor ragged_outer_bmm_cpu(const at::Tensor& x, const at::Tensor& y, const 
   // weight gradient at B64 T256 K = N = 128 went through at::mm at 2.8x its floor on a Zen 5
   // core, where MKL's GEMM is slow and x_b^T is a transposed operand.
   const bool brgemm_ok = x.scalar_type() == at::kFloat && m > 0 && n > 0 && y.stride(1) == 1 && y.stride(0) >= n;
-  // One single-threaded GEMM per sequence, sequences in parallel.
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+  // Work items of (sequence, block of out's rows): a batch of one sequence (a shared weight's
+  // gradient, padkern/ops/_weight_gradient.py) still spreads over the threads. brgemm_product
+  // blocks rows by kBrgemmRows whatever the caller, so a block's sums are the same on any thread
+  // and in any split; at::mm takes a sequence whole.
+  const int64_t block_rows = brgemm_ok ? kBrgemmRows : std::max<int64_t>(m, 1), blocks = ceil_div(m, block_rows);
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / blocks, first = item % blocks * block_rows, rows = std::min(block_rows, m - first);
       const int64_t length = offs[b + 1] - offs[b];
-      at::Tensor out_b = out.select(0, b);
+      at::Tensor out_block = out.select(0, b).narrow(0, first, rows);
       if (length == 0) {
-        out_b.zero_();
+        out_block.zero_();
       } else if (brgemm_ok) {
-        brgemm_outer_product(length, m, n, x.data_ptr<float>() + offs[b] * x.stride(0), x.stride(0), x.stride(1),
-                             y.data_ptr<float>() + offs[b] * y.stride(0), y.stride(0), out_b.data_ptr<float>(), n);
+        brgemm_outer_product(length, rows, n, x.data_ptr<float>() + offs[b] * x.stride(0) + first * x.stride(1),
+                             x.stride(0), x.stride(1), y.data_ptr<float>() + offs[b] * y.stride(0), y.stride(0),
+                             out_block.data_ptr<float>(), n);
       } else {
-        at::mm_out(out_b, x.narrow(0, offs[b], length).t(), y.narrow(0, offs[b], length));
+        at::mm_out(out_block, x.narrow(0, offs[b], length).narrow(1, first, rows).t(), y.narrow(0, offs[b], length));
       }
     }
   });
