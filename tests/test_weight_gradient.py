@@ -25,7 +25,7 @@ def truth_and_bound(grad, rows):
 
 @brgemm
 @pytest.mark.parametrize("length", [1, TAIL - 1, TAIL, TAIL + 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5])
-@pytest.mark.parametrize("layout", ["contiguous", "strided", "expanded"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed", "expanded"])
 def test_within_bound_at_chunk_edges(length, layout):
     g = torch.Generator().manual_seed(length)
     # Enough columns that every length here passes the route's threshold; 1000 output rows: 15
@@ -33,7 +33,9 @@ def test_within_bound_at_chunk_edges(length, layout):
     n, k = 1000, 2200
     if layout == "contiguous":
         grad, rows = torch.randn(length, n, generator=g), torch.randn(length, k, generator=g)
-    elif layout == "strided":
+    elif layout == "strided":  # grad column-major (its chunks gathered element by element), rows apart
+        grad, rows = torch.randn(n, length, generator=g).t(), torch.randn(length, k + 8, generator=g)[:, :k]
+    elif layout == "transposed":  # rows column-major: at::mm inside the op
         grad, rows = torch.randn(length, 2 * n, generator=g)[:, ::2], torch.randn(k, length, generator=g).t()
     else:  # what .sum().backward() hands a layer: one row repeated (stride 0)
         grad, rows = torch.randn(1, n, generator=g).expand(length, n), torch.randn(length, k, generator=g)
@@ -43,10 +45,13 @@ def test_within_bound_at_chunk_edges(length, layout):
 
 
 @brgemm
-def test_same_bits_on_any_thread_count():
-    """The output's row blocks are split over threads; each block's sums run in one order."""
+@pytest.mark.parametrize("width", [40, 200])
+def test_same_bits_on_any_thread_count(width):
+    """The output is split into blocks over the threads (64 rows, and 128 columns where the row
+    blocks are fewer than the threads: 40 rows on 3 threads); each block's sums run in one order
+    in any split. 301 tokens end in a rounded-up chunk of 45."""
     g = torch.Generator().manual_seed(9)
-    grad, rows = torch.randn(300, 200, generator=g), torch.randn(300, 96, generator=g)
+    grad, rows = torch.randn(301, width, generator=g), torch.randn(301, 300, generator=g)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -55,10 +60,12 @@ def test_same_bits_on_any_thread_count():
         assert torch.equal(wg.weight_gradient(grad, rows), alone)
     finally:
         torch.set_num_threads(threads)
+    truth, bound = truth_and_bound(grad, rows)
+    assert_within(alone, truth, bound, f"{width} x 300")
 
 
 @brgemm
-def test_routes():
+def test_routes(monkeypatch):
     big = torch.randn(4 * CHUNK, 1024), torch.randn(4 * CHUNK, 1024)
     assert wg.uses_brgemm(*big)
     small = torch.randn(8, 16), torch.randn(8, 16)
@@ -73,7 +80,15 @@ def test_routes():
         assert wg.weight_gradient(other, other).shape == (other.shape[1], other.shape[1])
     assert not wg.uses_brgemm(big[0][1:], big[1]), "rows of different counts: at::mm raises"
     with torch.backends.mkldnn.flags(enabled=False):
-        assert not wg.uses_brgemm(*big), "oneDNN turned off by the user: torch's brgemm would call its BLAS per chunk"
+        assert not wg.uses_brgemm(*big), "oneDNN off: torch's brgemm would call its BLAS per block"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert not wg.uses_brgemm(*big), "no AVX2: no micro-kernel"
+    monkeypatch.undo()
+    monkeypatch.setattr(wg.platform, "machine", lambda: "aarch64")
+    assert not wg.uses_brgemm(*big), "torch builds the micro-kernel for x86 only"
+    monkeypatch.undo()
+    monkeypatch.setattr(wg._extension, "CPU_MISSING", "no padkern._C")
+    assert not wg.uses_brgemm(*big), "the route is padkern's own CPU kernel"
 
 
 @brgemm
@@ -121,8 +136,8 @@ def test_recurrence_weight_gradients_within_bound(kind, monkeypatch):
 
 @brgemm
 def test_compiled_backward_keeps_one_matmul(monkeypatch):
-    """Under torch.compile the route is not taken (a loop over L's chunks would specialise the
-    graph on L): the backward traces, with the route's size and dtype, and matches eager."""
+    """Under torch.compile the route is not taken (the graph keeps a matmul Inductor can plan):
+    the backward traces, with the route's size and dtype, and matches eager."""
     traced = []
     original = wg._traced
 

@@ -1,7 +1,7 @@
 // CPU kernels of padkern::grouped_linear and padkern::ragged_outer_bmm: a GEMM (brgemm
 // calls for float32, torch's otherwise) on each sequence's real rows, read in place, parallel
-// across sequences, each followed by its fused epilogue (bias, activation, pre-activation for
-// backward). A ragged input with a shared weight is one GEMM over all L rows.
+// across sequences (ragged_outer_bmm also across blocks of its output), each followed by its
+// fused epilogue (bias, activation, pre-activation for backward). A ragged input with a shared weight is one GEMM over all L rows.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -153,25 +153,37 @@ at::Tensor ragged_outer_bmm_cpu(const at::Tensor& x, const at::Tensor& y, const 
   // weight gradient at B64 T256 K = N = 128 went through at::mm at 2.8x its floor on a Zen 5
   // core, where MKL's GEMM is slow and x_b^T is a transposed operand.
   const bool brgemm_ok = x.scalar_type() == at::kFloat && m > 0 && n > 0 && y.stride(1) == 1 && y.stride(0) >= n;
-  // Work items of (sequence, block of out's rows): a batch of one sequence (a shared weight's
-  // gradient, padkern/ops/_weight_gradient.py) still spreads over the threads. brgemm_product
-  // blocks rows by kBrgemmRows whatever the caller, so a block's sums are the same on any thread
-  // and in any split; at::mm takes a sequence whole.
-  const int64_t block_rows = brgemm_ok ? kBrgemmRows : std::max<int64_t>(m, 1), blocks = ceil_div(m, block_rows);
+  // Work items of (sequence, block of out): a batch of one sequence (a shared weight's
+  // gradient, padkern/ops/_weight_gradient.py) still spreads over the threads, by blocks of 64
+  // rows and, where those are fewer than the threads, of 128 columns too. Each item runs whole on
+  // one thread, and brgemm_product blocks a product the same way (64 rows, 128 columns), so every
+  // element's sum runs in one order whatever the split. at::mm takes a sequence whole.
+  int64_t block_rows = std::max<int64_t>(m, 1), block_columns = std::max<int64_t>(n, 1);
+  if (brgemm_ok) {
+    block_rows = kBrgemmRows;
+    if (batch * ceil_div(m, block_rows) < at::get_num_threads()) block_columns = kBrgemmColumns;
+  }
+  const int64_t row_blocks = ceil_div(m, block_rows), column_blocks = ceil_div(n, block_columns);
+  const int64_t blocks = row_blocks * column_blocks;
+  float* out_data = brgemm_ok ? out.data_ptr<float>() : nullptr;
   at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / blocks, first = item % blocks * block_rows, rows = std::min(block_rows, m - first);
+      const int64_t b = item / blocks, block = item % blocks;
+      const int64_t row = block / column_blocks * block_rows, rows = std::min(block_rows, m - row);
+      const int64_t column = block % column_blocks * block_columns, columns = std::min(block_columns, n - column);
       const int64_t length = offs[b + 1] - offs[b];
-      at::Tensor out_block = out.select(0, b).narrow(0, first, rows);
-      if (length == 0) {
-        out_block.zero_();
-      } else if (brgemm_ok) {
-        brgemm_outer_product(length, rows, n, x.data_ptr<float>() + offs[b] * x.stride(0) + first * x.stride(1),
-                             x.stride(0), x.stride(1), y.data_ptr<float>() + offs[b] * y.stride(0), y.stride(0),
-                             out_block.data_ptr<float>(), n);
+      if (brgemm_ok) {
+        brgemm_outer_product(length, rows, columns, x.data_ptr<float>() + offs[b] * x.stride(0) + row * x.stride(1),
+                             x.stride(0), x.stride(1), y.data_ptr<float>() + offs[b] * y.stride(0) + column,
+                             y.stride(0), out_data + (b * m + row) * n + column, n);
       } else {
-        at::mm_out(out_block, x.narrow(0, offs[b], length).narrow(1, first, rows).t(), y.narrow(0, offs[b], length));
+        at::Tensor out_b = out.select(0, b);
+        if (length == 0) {
+          out_b.zero_();
+        } else {
+          at::mm_out(out_b, x.narrow(0, offs[b], length).t(), y.narrow(0, offs[b], length));
+        }
       }
     }
   });
