@@ -2,7 +2,7 @@
 // against libm: accuracy over the whole finite range, overflow to inf where e^x overflows
 // (exp(+inf) included), NaN kept. The host normal CDF behind gelu against libm's erfc in
 // double: relative accuracy wherever it is a normal float, and its edges. Exit status 1 and
-// a message on the first failure.
+// a message on the first failure. The softmax's exp (arguments up to 0) against libm and host_exp.
 #include <cfenv>
 #include <cmath>
 #include <cstdio>
@@ -84,6 +84,26 @@ void check_normal_cdf(double step) {
          padkern::activate<padkern::kGelu>(-inf), nan);
 }
 
+// The softmax's exp (host_exp_nonpositive) over [-87, 0] and a little above, where rounding
+// puts a score past its row's peak or log-sum-exp: within 2 ulps of libm, and the same as
+// host_exp but for the ties their roundings of n break differently (an ulp or two); NaN kept.
+void check_exp_nonpositive(double step) {
+  const double eps = std::numeric_limits<float>::epsilon();
+  for (double t = -87.0; t <= 0.3; t += step) {
+    const float x = static_cast<float>(t);
+    const float got = padkern::host_exp_nonpositive(x);
+    const double want = std::exp(static_cast<double>(x));
+    expect(std::fabs(got - want) <= 2 * eps * want, "nonpositive exp: relative error", x, got, want);
+    const float other = padkern::host_exp(x);
+    expect(std::fabs(got - other) <= 2 * eps * other, "nonpositive exp against host_exp", x, got, other);
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  expect(std::isnan(padkern::host_exp_nonpositive(nan)), "nonpositive exp(nan)", nan,
+         padkern::host_exp_nonpositive(nan), nan);
+  expect(padkern::host_exp_nonpositive(-1000.0f) == padkern::host_exp(-87.0f), "nonpositive exp below the floor",
+         -1000.0, padkern::host_exp_nonpositive(-1000.0f), padkern::host_exp(-87.0f));
+}
+
 }  // namespace
 
 int main() {
@@ -92,6 +112,7 @@ int main() {
   check_special<float>();
   check_special<double>();
   check_normal_cdf(1e-4);
+  check_exp_nonpositive(1e-4);
   if (failures) std::fprintf(stderr, "%d failures\n", failures);
   return failures ? 1 : 0;
 }

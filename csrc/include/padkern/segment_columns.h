@@ -1,8 +1,9 @@
 // The CPU segment ops' loops over a sequence's rows [count, features], per feature column: the
 // maximum and its row (segment_max), and the softmax's peaks, exps (kept in the output) and
 // sums, then its division. Vectorised in every clone (tests/test_scalar_math.py reads the
-// clones' machine code): exp is host_exp, where libm's exp kept the softmax scalar, and the
-// maximum's choice of row a select, where a branch kept segment_max 13x slower than the sum.
+// clones' machine code): exp is host_exp_nonpositive (each column less its peak), where libm's
+// exp kept the softmax scalar, and the maximum's choice of row a select, where a branch kept
+// segment_max 13x slower than the sum.
 // A: the arithmetic type; S: the stored one.
 #pragma once
 #include <cstdint>
@@ -63,7 +64,8 @@ PADKERN_VECTOR_CLONES void column_exps(const S* __restrict rows, int64_t count, 
     S* out_row = out + t * features;
     for (int64_t d = 0; d < features; ++d) {
       const A shifted = static_cast<A>(row[d]) - peak[d];
-      const S e = static_cast<S>(host_exp(shifted) * static_cast<A>(!(shifted < host_exp_floor<A>())));
+      const A keep = static_cast<A>(!(shifted < host_exp_floor<A>()));
+      const S e = static_cast<S>(host_exp_nonpositive(shifted) * keep);
       out_row[d] = e;
       total[d] += static_cast<A>(e);
     }

@@ -1,6 +1,6 @@
 // The CPU attention's per-row softmax loops (csrc/cpu/attention*.h), vectorised in every
-// clone: exp is host_exp (no libm call, which kept these loops scalar: a third of the
-// forward's time), and the max a simd reduction. tests/test_scalar_math.py checks that
+// clone: exp is host_exp_nonpositive (no libm call, which kept these loops scalar: a third of
+// the forward's time), and the max a simd reduction. tests/test_scalar_math.py checks that
 // every clone vectorises them.
 #pragma once
 #include <cstdint>
@@ -24,7 +24,8 @@ PADKERN_VECTOR_CLONES T row_peak(const T* __restrict row, int64_t cols) {
 // row[j] = exp(row[j] - shift), in place; returns their sum. `shift` is never -inf (callers
 // take 0 for a row of -inf). A -inf entry (a masked key) gives exactly 0 whatever the shift,
 // NaN included, so a NaN row reaches only the keys it sees; otherwise as std::exp (exp(-inf)
-// 0, NaN stays NaN, exp(+inf) inf), but 0 wherever the argument lies below host_exp's floor
+// 0, NaN stays NaN; no argument is +inf, as the shift is at least every score, or +inf and
+// the argument NaN), but 0 wherever the argument lies below host_exp's floor
 // (-87 float, -708 double), as a flush to zero would give and as the segment softmax's
 // column_exps: with the row's peak (forward) or log-sum-exp (backward) as the shift, a key
 // that far below the peak weighs nothing and gets no gradient.
@@ -43,7 +44,7 @@ PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift
     // loop's input scalar (as in host_exp's history). host_exp's result is finite there, so
     // the product is 0; a NaN x passes the test and stays NaN.
     const T keep = static_cast<T>((score != neg_inf) & !(x < host_exp_floor<T>()));
-    row[j] = host_exp(x) * keep;
+    row[j] = host_exp_nonpositive(x) * keep;
     sum += row[j];
   }
   return sum;
