@@ -102,6 +102,15 @@ void check_exp_nonpositive(double step) {
          padkern::host_exp_nonpositive(nan), nan);
   expect(padkern::host_exp_nonpositive(-1000.0f) == padkern::host_exp(-87.0f), "nonpositive exp below the floor",
          -1000.0, padkern::host_exp_nonpositive(-1000.0f), padkern::host_exp(-87.0f));
+  // Above 0.3 only the clamp's promise: e^88 for anything past 88, +inf included, and 2^n finite.
+  const float inf = std::numeric_limits<float>::infinity();
+  const float top = padkern::host_exp_nonpositive(88.0f);
+  expect(std::fabs(top - std::exp(88.0)) <= 2 * eps * std::exp(88.0), "nonpositive exp(88)", 88.0, top, std::exp(88.0));
+  expect(padkern::host_exp_nonpositive(inf) == top && padkern::host_exp_nonpositive(1e30f) == top,
+         "nonpositive exp above 88", inf, padkern::host_exp_nonpositive(inf), top);
+  const float mid = padkern::host_exp_nonpositive(40.5f);
+  expect(std::fabs(mid - std::exp(40.5)) <= 2 * eps * std::exp(40.5), "nonpositive exp(40.5)", 40.5, mid,
+         std::exp(40.5));
 }
 
 }  // namespace

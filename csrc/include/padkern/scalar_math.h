@@ -77,9 +77,14 @@ PADKERN_HOST_DEVICE float host_exp_of_sum(float high, float low) {
 // subtracting 1.5 * 2^23 (exact for |z| < 2^22) and 2^n applied whole: such arguments never come
 // near host_exp's overflow, which needs 2^n in two halves and a rounding select. The clamps keep
 // n within float's exponents: e^x is host_exp's floor below -87, e^88 above 88 (+inf included,
-// which a softmax never passes). Same results as host_exp wherever x <= 0 (bit for bit over
-// N(0, 1) scores less their peak) in 35% less time in the attention's softmax rows on a Zen 5
-// core.
+// which reaches a softmax's exp only in a row a NaN already spoils). The same results as host_exp
+// (1.02 ulp at most) but where x log2e lies within rounding of a half-integer, which the two
+// roundings of n break differently (1 ulp), in 35% less time in the attention's softmax rows on a
+// Zen 5 core. The rounding needs round-to-nearest (the default) and no reassociation, which
+// would fold the addition and subtraction away:
+#if defined(__ASSOCIATIVE_MATH__) || defined(__FAST_MATH__)
+#error "padkern's host_exp_nonpositive rounds by adding and subtracting 1.5 * 2^23: build without -fassociative-math"
+#endif
 PADKERN_HOST_DEVICE float host_exp_nonpositive(float x) {
   x = x < host_exp_floor<float>() ? host_exp_floor<float>() : (x > 88.0f ? 88.0f : x);
   const float z = x * kLog2e;
