@@ -9,7 +9,7 @@
 // whatever the lengths: query rows rounded up to 16, 32 or 64 (a partial tile's rows copied,
 // zeros after them), score widths rounded up to 16 keys (scores past a tile's keys are
 // computed, then ignored or zeroed), and products over keys in whole groups of 16, the last
-// group's rows from a zero-padded copy (last_key_group) so that it reads nothing past the
+// group's rows from a zero-padded copy (add_key_products) so that it reads nothing past the
 // sequence's keys. A sequence of fewer than 16 queries (decoding) stays on the BLAS
 // tiles (attention_blas.h): laying out its keys would cost more than its products.
 #pragma once
@@ -60,28 +60,19 @@ inline std::pair<const float*, int64_t> tile_rows(const float* first, int64_t ld
   return {buffer.data(), dim};
 }
 
-// The rows [whole, cols) of a key tile's keys or values (`ld` apart) in `buffer` [16, D], zero
-// after them: the last 16-key group's product reads these in place of the tile's rows, so it
-// reads nothing past the tile's keys (the next sequence's rows, or past the tensor's end) and
-// adds only zero weights times zeros for the keys it lacks.
-inline const float* last_key_group(const float* tile, int64_t ld, int64_t whole, int64_t cols, int64_t dim,
-                                   std::vector<float>& buffer) {
-  buffer.assign(kKeyGroup * dim, 0.0f);
-  for (int64_t j = whole; j < cols; ++j) std::copy_n(tile + j * ld, dim, buffer.data() + (j - whole) * dim);
-  return buffer.data();
-}
-
 // acc [m, D] += weights [m, 0..cols) (ld kKeyTile) @ the tile's rows [cols, D] (`ld` apart):
-// whole 16-key groups in place, the last few keys from last_key_group. In every row whose
-// result is read, the weights in the columns [cols, round_up(cols, 16)) must be zero: they meet
-// the copy's zero rows, and a NaN there (a score of -inf * 0) would reach the row.
+// whole 16-key groups in place, the last few keys' rows copied by tile_rows into `buffer`
+// [16, D] with zero rows after them, so that the last group's product reads nothing past the
+// tile's keys (the next sequence's rows, or past the tensor's end). In every row whose result is
+// read, the weights in the columns [cols, round_up(cols, 16)) must be zero: they meet the copy's
+// zero rows, and a NaN there (a score of -inf * 0) would reach the row.
 inline void add_key_products(int64_t m, int64_t cols, int64_t dim, const float* weights, const float* tile,
                              int64_t ld, float* acc, std::vector<float>& buffer) {
   const int64_t whole = cols / kKeyGroup * kKeyGroup;
   if (whole > 0) brgemm_block(m, dim, whole, weights, kKeyTile, tile, ld, acc, dim, /*accumulate=*/true);
   if (whole == cols) return;
-  brgemm_block(m, dim, kKeyGroup, weights + whole, kKeyTile, last_key_group(tile, ld, whole, cols, dim, buffer), dim,
-               acc, dim, /*accumulate=*/true);
+  const auto [rest, ld_rest] = tile_rows(tile + whole * ld, ld, cols - whole, kKeyGroup, dim, buffer);
+  brgemm_block(m, dim, kKeyGroup, weights + whole, kKeyTile, rest, ld_rest, acc, dim, /*accumulate=*/true);
 }
 
 // The forward of one range of items: keys laid out once per (sequence, key/value head).

@@ -1,7 +1,8 @@
 // CPU kernels of padkern::grouped_linear and padkern::ragged_outer_bmm: a GEMM (brgemm
 // calls for float32, torch's otherwise) on each sequence's real rows, read in place, parallel
 // across sequences (ragged_outer_bmm also across blocks of its output), each followed by its
-// fused epilogue (bias, activation, pre-activation for backward). A ragged input with a shared weight is one GEMM over all L rows.
+// fused epilogue (bias, activation, pre-activation for backward). A ragged input with a shared
+// weight is one GEMM over all L rows.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

@@ -25,10 +25,10 @@ PADKERN_VECTOR_CLONES T row_peak(const T* __restrict row, int64_t cols) {
 // take 0 for a row of -inf). A -inf entry (a masked key) gives exactly 0 whatever the shift,
 // NaN included, so a NaN row reaches only the keys it sees; otherwise as std::exp (exp(-inf)
 // 0, NaN stays NaN; an argument is +inf only in a row that holds a NaN, whose sum is NaN
-// anyway: elsewhere the shift is at least every score), but 0 wherever the argument lies below host_exp's floor
-// (-87 float, -708 double), as a flush to zero would give and as the segment softmax's
-// column_exps: with the row's peak (forward) or log-sum-exp (backward) as the shift, a key
-// that far below the peak weighs nothing and gets no gradient.
+// anyway: elsewhere the shift is at least every score), but 0 wherever the argument lies below
+// host_exp's floor (-87 float, -708 double), as a flush to zero would give and as the segment
+// softmax's column_exps: with the row's peak (forward) or log-sum-exp (backward) as the shift, a
+// key that far below the peak weighs nothing and gets no gradient.
 template <typename T>
 PADKERN_VECTOR_CLONES T exp_shifted_row(T* __restrict row, int64_t cols, T shift) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
