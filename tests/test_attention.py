@@ -343,13 +343,27 @@ def test_keys_far_below_the_peak(kernel_backend, dtype):
         assert far.any() and (grads[1][far] == 0).all() and (grads[2][far] == 0).all()
 
 
-def test_every_output_written(kernel_backend):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["cross", "causal"])
+def test_every_output_written(kernel_backend, dtype, mode):
+    # The CPU backward writes each gradient row once, without zeroing first: the long sequence
+    # takes the float32 brgemm tiles, the short ones and float64 the BLAS tiles; keys no query
+    # sees (an empty query sequence, cross) and keys past every query's causal reach get 0.
     device, backend = kernel_backend
     skip_missing(backend)
-    q, k, v, offsets, kv_offsets = make([5, 0, 70, 3], kv_lengths=[2, 4, 0, 9], device=device)
+    kv_lengths = [2, 4, 0, 90] if mode == "cross" else None
+    causal = mode == "causal"
+    q, k, v, offsets, kv_offsets = make([5, 0, 70, 3], kv_lengths=kv_lengths, dtype=dtype, device=device)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(q)
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
     with nan_filled_allocations():
-        got = forward_backward(q, k, v, offsets, kv_offsets, False, backend)
-    assert all(torch.isfinite(t).all() for t in got)
+        out = padkern.ops.ragged_attention(*leaves, offsets, kv_offsets=None if causal else kv_offsets,
+                                           causal=causal, backend=backend)
+        grads = torch.autograd.grad(out, leaves, grad_out)
+    expected = truth(q, k, v, grad_out, offsets, kv_offsets, causal, q.shape[-1] ** -0.5, dtype)
+    for name, got, (value, bound) in zip(("out", "grad_q", "grad_k", "grad_v"), (out,) + grads,
+                                         expected[:1] + expected[2:]):
+        truth_assert_within(name, got, value, bound)
 
 
 def test_double_backward_raises(kernel_backend):

@@ -45,7 +45,8 @@ void forward_kernel(const Problem& p, const T* q, const T* k, const T* v, T* out
   });
 }
 
-// Every (sequence, key/value head); grad_q, grad_k and grad_v zero on entry.
+// Every (sequence, key/value head). Each item writes every gradient row it owns (its query heads'
+// rows of grad_q, its keys' rows of grad_k and grad_v), so the gradients need no zeroing first.
 template <typename T>
 void backward_kernel(const Problem& p, const T* grad_out, const T* q, const T* k, const T* v, const T* out,
                      const float* lse, T* grad_q, T* grad_k, T* grad_v) {
@@ -125,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(
                                                lse, offsets, kv_offsets, causal, scale);
     return {gq.to(q.scalar_type()), gk.to(q.scalar_type()), gv.to(q.scalar_type())};
   }
-  at::Tensor grad_q = at::zeros_like(q), grad_k = at::zeros_like(k), grad_v = at::zeros_like(v);
+  at::Tensor grad_q = at::empty_like(q), grad_k = at::empty_like(k), grad_v = at::empty_like(v);
   const Problem p = problem_of(q, k, offsets, kv_offsets, causal, scale);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "padkern_ragged_attention_backward_cpu", [&] {
     backward_kernel<scalar_t>(p, grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),

@@ -37,7 +37,7 @@ void forward_tile_blas(const Problem& p, const ForwardItem& it, const T* q, cons
 }
 
 // The backward of one item (sequence b, key/value head g): its query heads' tiles over their
-// key tiles, accumulating into grad_q, grad_k and grad_v (zero on entry).
+// key tiles, accumulating into its rows of grad_q, grad_k and grad_v, which it zeroes first.
 template <typename T>
 void backward_item_blas(const Problem& p, int64_t b, int64_t g, const T* grad_out, const T* q, const T* k,
                         const T* v, const T* out, const float* lse, T* grad_q, T* grad_k, T* grad_v) {
@@ -45,6 +45,13 @@ void backward_item_blas(const Problem& p, int64_t b, int64_t g, const T* grad_ou
   const T scale = static_cast<T>(p.scale), neg_inf = -std::numeric_limits<T>::infinity();
   const int64_t length = p.offsets[b + 1] - p.offsets[b];
   const int64_t kv_start = p.kv_offsets[b] * ldk + g * dim;
+  for (int64_t i = 0; i < length; ++i) {
+    std::fill_n(grad_q + (p.offsets[b] + i) * ldq + g * p.group() * dim, p.group() * dim, T(0));
+  }
+  for (int64_t j = 0; j < p.kv_offsets[b + 1] - p.kv_offsets[b]; ++j) {
+    std::fill_n(grad_k + kv_start + j * ldk, dim, T(0));
+    std::fill_n(grad_v + kv_start + j * ldk, dim, T(0));
+  }
   std::vector<T> probs(kQueryTile * kKeyTile), grad_scores(kQueryTile * kKeyTile), delta(kQueryTile),
       row_lse(kQueryTile);
   for (int64_t h = g * p.group(); h < (g + 1) * p.group(); ++h) {

@@ -147,7 +147,7 @@ inline void add_transposed_products(const float* left, const float* right, int64
 // are gathered transposed, dK^T += Q^T dS and dV^T += dO^T P in [D, 256] blocks per key tile,
 // so that P and dS are read as computed, row-major, and only Q and dO (once per query tile)
 // and the finished dK and dV (once per item) are transposed; dQ += dS K over a query tile's
-// key tiles. Each is added to its gradient (zero on entry) once complete.
+// key tiles. Each is written to its gradient once complete, as the item's rows are its own.
 inline void backward_item_brgemm(const Problem& p, int64_t b, int64_t g, const float* grad_out, const float* q,
                                  const float* k, const float* v, const float* out, const float* lse, float* grad_q,
                                  float* grad_k, float* grad_v) {
@@ -213,18 +213,15 @@ inline void backward_item_brgemm(const Problem& p, int64_t b, int64_t g, const f
         // dQ += (scale dS) K.
         add_key_products(m, cols, dim, ds, k_seq + key0 * ldk, ldk, dq.data(), tail);
       }
-      for (int64_t i = 0; i < rows; ++i) {
-        float* row = grad_q + q_start + i * ldq;
-        for (int64_t d = 0; d < dim; ++d) row[d] += dq[i * dim + d];
-      }
+      for (int64_t i = 0; i < rows; ++i) std::copy_n(dq.data() + i * dim, dim, grad_q + q_start + i * ldq);
     }
   }
   // Back from the transposed blocks onto the gradients' rows.
   const int64_t kv_start = p.kv_offsets[b] * ldk + g * dim;
   for (int64_t key0 = 0; key0 < kv_length; key0 += kKeyTile) {
     const int64_t keys = std::min(kKeyTile, kv_length - key0), block = key0 / kKeyTile * dim * kKeyTile;
-    transpose_rows(dk_t.data() + block, kKeyTile, dim, keys, grad_k + kv_start + key0 * ldk, ldk, 1.0f, true);
-    transpose_rows(dv_t.data() + block, kKeyTile, dim, keys, grad_v + kv_start + key0 * ldk, ldk, 1.0f, true);
+    transpose_rows(dk_t.data() + block, kKeyTile, dim, keys, grad_k + kv_start + key0 * ldk, ldk);
+    transpose_rows(dv_t.data() + block, kKeyTile, dim, keys, grad_v + kv_start + key0 * ldk, ldk);
   }
 }
 

@@ -50,8 +50,8 @@ inline void transpose_8x8(Lanes8 (&lanes)[8]) {
 // its target, and tests/cpp/transpose_rows_test.cpp compiles it at each x86-64 level.
 inline __attribute__((always_inline)) void transpose_rows_body(const float* __restrict src, int64_t lds, int64_t rows,
                                                                int64_t cols, float* __restrict dst, int64_t ldd,
-                                                               float scale, bool accumulate) {
-  auto put = [&](float* out, float value) { *out = accumulate ? *out + scale * value : scale * value; };
+                                                               float scale) {
+  auto put = [&](float* out, float value) { *out = scale * value; };
   const int64_t whole_rows = rows / 8 * 8, whole_cols = cols / 8 * 8;
   for (int64_t r0 = 0; r0 < whole_rows; r0 += 8) {
     for (int64_t c0 = 0; c0 < whole_cols; c0 += 8) {
@@ -60,12 +60,7 @@ inline __attribute__((always_inline)) void transpose_rows_body(const float* __re
       transpose_8x8(lanes);
       for (int i = 0; i < 8; ++i) {
         float* out = dst + (c0 + i) * ldd + r0;
-        Lanes8 value = lanes[i] * scale;
-        if (accumulate) {
-          Lanes8 before;
-          std::memcpy(&before, out, sizeof(Lanes8));
-          value += before;
-        }
+        const Lanes8 value = lanes[i] * scale;
         std::memcpy(out, &value, sizeof(Lanes8));
       }
     }
@@ -82,13 +77,11 @@ inline __attribute__((always_inline)) void transpose_rows_body(const float* __re
 
 }  // namespace transpose_detail
 
-// dst[c * ldd + r] = scale * src[r * lds + c] for r < rows, c < cols (with `accumulate`, +=
-// onto what dst holds). src and dst must not overlap; nothing outside those elements is read or
-// written.
+// dst[c * ldd + r] = scale * src[r * lds + c] for r < rows, c < cols. src and dst must not
+// overlap; nothing outside those elements is read or written.
 PADKERN_VECTOR_CLONES inline void transpose_rows(const float* __restrict src, int64_t lds, int64_t rows, int64_t cols,
-                                                 float* __restrict dst, int64_t ldd, float scale = 1.0f,
-                                                 bool accumulate = false) {
-  transpose_detail::transpose_rows_body(src, lds, rows, cols, dst, ldd, scale, accumulate);
+                                                 float* __restrict dst, int64_t ldd, float scale = 1.0f) {
+  transpose_detail::transpose_rows_body(src, lds, rows, cols, dst, ldd, scale);
 }
 
 }  // namespace padkern
