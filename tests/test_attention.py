@@ -346,14 +346,15 @@ def test_keys_far_below_the_peak(kernel_backend, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("mode", ["cross", "causal"])
 def test_every_output_written(kernel_backend, dtype, mode):
-    # The CPU backward writes each gradient row once, without zeroing first: the long sequence
-    # takes the float32 brgemm tiles, the short ones and float64 the BLAS tiles; keys no query
-    # sees (an empty query sequence, cross) and keys past every query's causal reach get 0.
+    # The CPU backward writes each gradient row once, without zeroing first: sequences of 16
+    # queries or more take the float32 brgemm tiles (70 queries over 300 keys: two query tiles,
+    # two key blocks, the last partial; 20 queries over none), shorter ones and float64 the BLAS
+    # tiles; the keys of an empty query sequence (cross) get 0.
     device, backend = kernel_backend
     skip_missing(backend)
-    kv_lengths = [2, 4, 0, 90] if mode == "cross" else None
+    kv_lengths = [2, 4, 300, 0, 0] if mode == "cross" else None
     causal = mode == "causal"
-    q, k, v, offsets, kv_offsets = make([5, 0, 70, 3], kv_lengths=kv_lengths, dtype=dtype, device=device)
+    q, k, v, offsets, kv_offsets = make([5, 0, 70, 3, 20], kv_lengths=kv_lengths, dtype=dtype, device=device)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(q)
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
     with nan_filled_allocations():
