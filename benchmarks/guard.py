@@ -172,16 +172,33 @@ def conv1d_grouped_train(device):
                   _gemms([(rows, taps)] * 3, device), device)
 
 
-def attention_forward(device):
-    """ragged_attention forward (B8 T512 H8 D64) vs two GEMMs of its FLOPs (scores and
-    weighted values: 2 H D sum_i len_i^2 each), shaped [256, K] x [K, 256] to run at the GEMM
-    rate (a [H L, D] x [D, len] product would write its scores to memory)."""
+def _attention_batch(device):
+    """B8 T512 H8 D64 self-attention, and operands of one GEMM with the FLOPs of each of its
+    products (2 H D sum_i len_i^2), shaped [256, K] x [K, 256] to run at the GEMM rate (a
+    [H L, D] x [D, len] product would write its scores to memory)."""
     x, lengths = _batch(8, 512, 8 * 64, device, 7)
     r = Ragged.from_padded(x, lengths)
-    q = r.values.view(-1, 8, 64)
     depth = max(1, round(8 * 64 * float((lengths.double() ** 2).sum()) / 256 ** 2))
     a, b = torch.randn(256, depth, device=device), torch.randn(depth, 256, device=device)
-    return _ratio(lambda: padkern.ops.ragged_attention(q, q, q, r.offsets), _gemms([(a, b)] * 2, device), device)
+    return r.values.view(-1, 8, 64), r.offsets, (a, b)
+
+
+def attention_forward(device):
+    """ragged_attention forward vs two GEMMs of its FLOPs (scores, weighted values)."""
+    q, offsets, product = _attention_batch(device)
+    return _ratio(lambda: padkern.ops.ragged_attention(q, q, q, offsets), _gemms([product] * 2, device), device)
+
+
+def attention_train(device):
+    """ragged_attention forward+backward vs six GEMMs of its products' FLOPs: two forward, and
+    dV, dP, dQ and dK backward (the scores the backward recomputes, FlashAttention-2's trade of
+    FLOPs for memory, are not in the floor)."""
+    q, offsets, product = _attention_batch(device)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    grad = torch.randn_like(q)
+    return _ratio(lambda: padkern.ops.ragged_attention(*leaves, offsets).backward(grad),
+                  _gemms([product] * 6, device), device)
 
 
 # name, measure(device), CPU guard (ratio to the floor). Measured on a Zen 5 host (AVX-512;
@@ -194,9 +211,10 @@ def attention_forward(device):
 # 1.31-1.37/1.38-1.43 before the weight gradients' change), ragged_conv1d at 16 groups 1.60-2.08
 # since its tiles read windows of rows (1.86-2.12 before, 2.13-2.55 before its whole-register
 # stores), ragged_attention forward 1.46-1.49 since its exp change (1.62-1.66 before; 2.94-3.02
-# on BLAS); its AVX2 code paths (the x86-64-v3 clones, torch held to AVX2) all lower (pad
-# 0.62-0.67, masked_linear 1.12, recurrences 1.14-1.19, conv 1.59-1.71, attention 1.37-1.39,
-# segment 0.38-0.41). Each guard sits 1.15-1.5x above the highest: the conv's 1.15 on this
+# on BLAS), forward+backward 1.72-1.79 since its backward writes each gradient once (1.82-1.85
+# before); its AVX2 code paths (the x86-64-v3 clones, torch held to AVX2) all lower (pad
+# 0.62-0.67, masked_linear 1.12, recurrences 1.14-1.19, conv 1.59-1.71, attention 1.37-1.39 and
+# 1.52-1.56, segment 0.38-0.41). Each guard sits 1.15-1.5x above the highest: the conv's 1.15 on this
 # noisy host's spread, segment's and attention's 1.4-1.5 since their exp got faster.
 # The recurrences with the vectorisation regression of 61e0624 (ff3c9c0, same run, weight
 # gradients on at::mm) read forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4 against floors
@@ -217,6 +235,7 @@ CASES = [
     ("RNN fwd+bwd vs 6 GEMMs", lambda d: recurrence("RNN", True, d), 1.8),
     ("ragged_conv1d 16 groups fwd+bwd vs 3 GEMMs", conv1d_grouped_train, 2.4),
     ("ragged_attention fwd vs 2 GEMMs", attention_forward, 2.1),
+    ("ragged_attention fwd+bwd vs 6 GEMMs", attention_train, 2.4),
 ]
 
 
