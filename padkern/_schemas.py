@@ -26,6 +26,22 @@ _lib.define(
     "lstm_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor gates, Tensor cell, "
     "Tensor offsets, Tensor w_hh, Tensor c0, bool reverse) -> (Tensor, Tensor, Tensor)"
 )
+# An LSTM with projections (torch.nn.LSTM's proj_size P): w_hh [4H, P], w_hr [P, H], h0 [B, P],
+# c0 [B, H]; h = (o * tanh c) w_hr^T. Returns output [L, P], h_n [B, P], c_n [B, H], and for
+# backward the activated gates [L, 4H], cell states [L, H] and unprojected states o * tanh c
+# [L, H] (empty [0, ...] when save_for_backward is false). CPU only: the GPU backends run the
+# plain LSTM recurrence on the unprojected state (padkern/ops/_projection.py).
+_lib.define(
+    "lstm_projected_recurrence(Tensor gates_x, Tensor offsets, Tensor w_hh, Tensor w_hr, Tensor h0, Tensor c0, "
+    "bool reverse, bool save_for_backward) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+# -> grad_gates [L, 4H], grad_hidden [L, P] (the whole gradient reaching each token's h),
+# grad_h0 [B, P], grad_c0 [B, H]
+_lib.define(
+    "lstm_projected_recurrence_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor gates, "
+    "Tensor cell, Tensor offsets, Tensor w_hh, Tensor w_hr, Tensor c0, bool reverse) "
+    "-> (Tensor, Tensor, Tensor, Tensor)"
+)
 # GRU: gates_x [L, 3H] = input projection + b_ih; b_hh [3H] stays inside the reset
 # product. Returns output [L, H], h_n [B, H], activated gates [L, 3H] and
 # hh_n = h W_hn^T + b_hn [L, H] for backward.

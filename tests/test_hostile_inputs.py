@@ -409,6 +409,13 @@ def _raw_call(op, suffix, offsets):
             return fn("ragged_attention")(q, k, val, o, o, True, 0.5)
         out, lse = torch.randn(5, 2, 4, generator=g), torch.randn(5, 2, generator=g)
         return fn("ragged_attention_backward")(torch.randn(5, 2, 4, generator=g), q, k, val, out, lse, o, o, True, 0.5)
+    if op.startswith("lstm_projected"):  # P = 1 < H = H_RAW
+        w_hh, w_hr, h = torch.randn(4 * H_RAW, 1, generator=g), torch.randn(1, H_RAW, generator=g), h0[:, :1]
+        gates_x = torch.randn(5, 4 * H_RAW, generator=g)
+        if op == "lstm_projected_recurrence":
+            return fn(op)(gates_x, o, w_hh, w_hr, h, h0, False, True)
+        saved_gates, cell = torch.rand(5, 4 * H_RAW, generator=g), torch.randn(5, H_RAW, generator=g)
+        return fn(op)(torch.randn(5, 1, generator=g), h, h0, saved_gates, cell, o, w_hh, w_hr, h0, False)
     gates = {"lstm_recurrence": 4, "gru_recurrence": 3, "rnn_recurrence": 1}[op] * H_RAW
     gates_x, w_hh = torch.randn(5, gates, generator=g), torch.randn(gates, H_RAW, generator=g)
     if op == "rnn_recurrence":
@@ -421,7 +428,9 @@ def _raw_call(op, suffix, offsets):
 RAW_OPS = ["pad", "unpad", "segment_max", "segment_mean", "segment_softmax", "grouped_linear", "ragged_outer_bmm",
            "lstm_recurrence", "gru_recurrence", "rnn_recurrence", "conv1d", "conv1d_depthwise", "conv1d_backward",
            "attention", "attention_backward"]
-RAW_CASES = [(op, name, suffix) for op in RAW_OPS for name in RAW_OFFSETS for suffix in ("", "_triton")]
+CPU_ONLY_RAW_OPS = ["lstm_projected_recurrence", "lstm_projected_recurrence_backward"]  # no Triton twins
+RAW_CASES = ([(op, name, suffix) for op in RAW_OPS for name in RAW_OFFSETS for suffix in ("", "_triton")]
+             + [(op, name, "") for op in CPU_ONLY_RAW_OPS for name in RAW_OFFSETS])
 
 
 @pytest.mark.parametrize("op, offsets, suffix", RAW_CASES,

@@ -315,3 +315,111 @@ def test_compile_fullgraph_padded_input():
         compiled = torch.compile(lambda x, lengths: model(x, lengths=lengths), fullgraph=True, backend="aot_eager")
         actual = compiled(x, lengths)
     torch.testing.assert_close(actual, model(x, lengths=lengths))
+
+
+# ----- the CPU kernel (padkern::lstm_projected_recurrence) -------------------------------------
+def cpu_kernel_case(lengths, hidden, projection, dtype=torch.float64, seed=0):
+    """gates_x [L, 4H], offsets, w_hh [4H, P], w_hr [P, H], h0 [B, P], c0 [B, H]."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def make(*shape, scale=hidden ** -0.5):
+        return ((torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * scale).to(dtype)
+
+    values, offsets = make_values(lengths, 4 * hidden, dtype=dtype, seed=seed)
+    batch = len(lengths)
+    return (values, offsets, make(4 * hidden, projection), make(projection, hidden), make(batch, projection, scale=1),
+            make(batch, hidden, scale=1))
+
+
+def cpu_kernel_backward_args(forward_args, reverse, seed=3):
+    """The backward op's arguments: output gradients and what a saving forward returned."""
+    gates_x, offsets, w_hh, w_hr, h0, c0 = forward_args
+    output, h_n, c_n, gates, cell, _ = torch.ops.padkern.lstm_projected_recurrence(*forward_args, reverse, True)
+    generator = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.dtype) for t in (output, h_n, c_n)]
+    return (*grads, gates, cell, offsets, w_hh, w_hr, c0, reverse)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_cpu_kernel_opcheck(requires_grad):
+    args = cpu_kernel_case([3, 0, 5, 1], 6, 4)
+    leaves = [t.requires_grad_(requires_grad) if t.is_floating_point() else t for t in args]
+    for reverse in (False, True):
+        torch.library.opcheck(torch.ops.padkern.lstm_projected_recurrence, (*leaves, reverse, requires_grad))
+        torch.library.opcheck(torch.ops.padkern.lstm_projected_recurrence_backward,
+                              cpu_kernel_backward_args([t.detach() for t in args], reverse))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_kernel_writes_every_output(dtype):
+    # Fresh allocations filled with NaN: every output row, saved tensor and gradient is written,
+    # empty sequences' states included (h_n = h0, c_n = c0; their gradients are grad_h_n, grad_c_n).
+    from ragged_cases import nan_filled_allocations
+
+    args = cpu_kernel_case([0, 7, 3, 0, 20, 1], 40, 12, dtype)
+    with nan_filled_allocations():
+        outputs = torch.ops.padkern.lstm_projected_recurrence(*args, False, True)
+        backward_args = cpu_kernel_backward_args(args, False)
+        grads = torch.ops.padkern.lstm_projected_recurrence_backward(*backward_args)
+    assert all(t.isfinite().all() for t in (*outputs, *grads))
+    empty = [0, 3]
+    assert torch.equal(outputs[1][empty], args[4][empty]) and torch.equal(outputs[2][empty], args[5][empty])
+    assert torch.equal(grads[2][empty], backward_args[1][empty])
+    assert torch.equal(grads[3][empty], backward_args[2][empty])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_kernel_reduced_precision_runs_in_float32(dtype):
+    # float16/bfloat16 run on float32 copies: the same results as the float32 kernel on the
+    # widened inputs, rounded once at the end.
+    args = cpu_kernel_case([5, 0, 9], 20, 8, dtype)
+    widened = [t.float() if t.is_floating_point() else t for t in args]
+    for ours, wide in zip(torch.ops.padkern.lstm_projected_recurrence(*args, True, True),
+                          torch.ops.padkern.lstm_projected_recurrence(*widened, True, True)):
+        assert ours.dtype == dtype and torch.equal(ours, wide.to(dtype))
+    backward = cpu_kernel_backward_args(args, True)
+    wide_backward = [t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in backward]
+    for ours, wide in zip(torch.ops.padkern.lstm_projected_recurrence_backward(*backward),
+                          torch.ops.padkern.lstm_projected_recurrence_backward(*wide_backward)):
+        assert ours.dtype == dtype and torch.equal(ours, wide.to(dtype))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cpu_kernel_float32_at_layer_sizes(reverse):
+    # 4H = 288 gate columns (past one 128-column panel of the step GEMMs), P = 24 and H = 72
+    # not multiples of a register: the op's output, states and every gradient in float32 within
+    # twice the float32 reference's error against float64 (each with its own rounding of the
+    # same products), plus a few ulps of the largest value for an error of 0 there.
+    lengths = [40, 0, 17, 33, 1, 0, 25]
+    values, offsets = make_values(lengths, 16)
+    w_ih = layer_weights("lstm", 16, 72)[0]
+    _, w_hh, w_hr, h0, c0 = cpu_kernel_case(lengths, 72, 24)[1:]
+    leaves64 = [t.clone().requires_grad_() for t in (values, w_ih, w_hh, w_hr, h0, c0)]
+
+    def forward_backward(leaves, backend):
+        values, w_ih, w_hh, w_hr, h0, c0 = leaves
+        outputs = padkern.ops.lstm(values, offsets, w_ih, w_hh, None, None, h0, c0, w_hr=w_hr, reverse=reverse,
+                                   backend=backend)
+        loss = sum((out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)).sum() for out in outputs)
+        return [o.detach() for o in outputs] + list(torch.autograd.grad(loss, leaves))
+
+    truth = forward_backward(leaves64, "reference")
+    leaves32 = [t.detach().float().requires_grad_() for t in leaves64]
+    ours, yardstick = forward_backward(leaves32, "cpu"), forward_backward(leaves32, "reference")
+    eps = torch.finfo(torch.float32).eps
+    for index, (mine, theirs, exact) in enumerate(zip(ours, yardstick, truth)):
+        allowed = 2 * (theirs.double() - exact).abs().max() + 4 * eps * exact.abs().max()
+        assert (mine.double() - exact).abs().max() <= allowed, index
+
+
+def test_cpu_kernel_checks_shapes():
+    gates_x, offsets, w_hh, w_hr, h0, c0 = cpu_kernel_case([2, 3], 6, 4)
+    op = torch.ops.padkern.lstm_projected_recurrence
+    with pytest.raises(RuntimeError, match="w_hh"):
+        op(gates_x, offsets, w_hh[:, :3], w_hr, h0, c0, False, False)
+    with pytest.raises(RuntimeError, match="h0"):
+        op(gates_x, offsets, w_hh, w_hr, c0, c0, False, False)
+    with pytest.raises(RuntimeError, match="w_hr must be"):
+        op(gates_x, offsets, w_hh, w_hr[0], h0, c0, False, False)
+    with pytest.raises(RuntimeError, match="gates_x"):
+        op(gates_x[:, 1:], offsets, w_hh, w_hr, h0, c0, False, False)

@@ -11,7 +11,7 @@
 #include <tuple>
 #include <vector>
 
-#include "padkern/rnn_cells.h"
+#include "lstm_rows.h"
 #include "padkern/recurrence_checks.h"
 #include "reduced_precision.h"
 #include "rnn_schedule.h"
@@ -19,48 +19,6 @@
 namespace padkern {
 namespace cpu {
 namespace {
-
-// One sequence's step. Hidden units are independent, so the loop vectorises (the
-// gate maths has no libm calls on the host, see rnn_cells.h).
-template <typename scalar_t, bool Save>
-PADKERN_VECTOR_CLONES void lstm_step_row(const scalar_t* __restrict x, const scalar_t* __restrict projected, scalar_t* __restrict c,
-                   scalar_t* __restrict h, scalar_t* __restrict out, scalar_t* __restrict saved_gates,
-                   scalar_t* __restrict saved_cell, int64_t hidden) {
-#pragma omp simd
-  for (int64_t j = 0; j < hidden; ++j) {
-    const LstmStep<scalar_t> s = lstm_forward<scalar_t>(
-        x[j] + projected[j], x[hidden + j] + projected[hidden + j], x[2 * hidden + j] + projected[2 * hidden + j],
-        x[3 * hidden + j] + projected[3 * hidden + j], c[j]);
-    c[j] = s.c;
-    h[j] = s.h;
-    out[j] = s.h;
-    if (Save) {
-      saved_gates[j] = s.gates.i;
-      saved_gates[hidden + j] = s.gates.f;
-      saved_gates[2 * hidden + j] = s.gates.g;
-      saved_gates[3 * hidden + j] = s.gates.o;
-      saved_cell[j] = s.c;
-    }
-  }
-}
-
-// One sequence's backward step: gate gradients into `step_grad`, dc carried in place.
-template <typename scalar_t>
-PADKERN_VECTOR_CLONES void lstm_backward_row(const scalar_t* __restrict gates, const scalar_t* __restrict cell,
-                       const scalar_t* __restrict c_prev, const scalar_t* __restrict dh,
-                       const scalar_t* __restrict grad_out, scalar_t* __restrict dc, scalar_t* __restrict step_grad,
-                       int64_t hidden) {
-#pragma omp simd
-  for (int64_t j = 0; j < hidden; ++j) {
-    const LstmGates<scalar_t> activated{gates[j], gates[hidden + j], gates[2 * hidden + j], gates[3 * hidden + j]};
-    const LstmGrad<scalar_t> g = lstm_backward<scalar_t>(activated, cell[j], c_prev[j], dh[j] + grad_out[j], dc[j]);
-    step_grad[j] = g.d_i;
-    step_grad[hidden + j] = g.d_f;
-    step_grad[2 * hidden + j] = g.d_g;
-    step_grad[3 * hidden + j] = g.d_o;
-    dc[j] = g.dc_prev;
-  }
-}
 
 template <typename scalar_t>
 void lstm_forward_kernel(const scalar_t* x, const int64_t* offsets, const at::Tensor& w, const scalar_t* h0,

@@ -50,6 +50,19 @@ void scatter_rows(const scalar_t* source, const std::vector<int64_t>& order, int
   for (size_t k = 0; k < order.size(); ++k) std::copy_n(source + k * hidden, hidden, target + order[k] * hidden);
 }
 
+// row(k, b, token) for each sequence k running at step t (sequence b, at its token of step t),
+// in parallel.
+template <typename Row>
+void for_running_sequences(const RaggedSchedule& schedule, const int64_t* offsets, bool reverse, int64_t t,
+                           int64_t hidden, Row&& row) {
+  at::parallel_for(0, schedule.active[t], sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t b = schedule.order[k];
+      row(k, b, step_token(offsets[b], offsets[b + 1], t, reverse));
+    }
+  });
+}
+
 // The forward steps of a recurrence: at step t one GEMM of the running sequences' hidden
 // states (rows 0..running-1 of `state` [B, H], schedule order) by w_hh^T (`recurrent`), then
 // `update(k, token, product_row)` for each running sequence k in parallel, which writes
@@ -64,12 +77,8 @@ void run_forward_steps(const RaggedSchedule& schedule, const int64_t* offsets, b
   for (int64_t t = 0; t < schedule.steps; ++t) {
     const int64_t running = schedule.active[t];
     recurrent.multiply(state, running, /*accumulate=*/false, product);
-    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = schedule.order[k];
-        update(k, step_token(offsets[b], offsets[b + 1], t, reverse), rows + k * gate_width);
-      }
-    });
+    for_running_sequences(schedule, offsets, reverse, t, hidden,
+                          [&](int64_t k, int64_t, int64_t token) { update(k, token, rows + k * gate_width); });
   }
 }
 
@@ -81,14 +90,9 @@ template <typename Step, typename Carry>
 void run_backward_steps(const RaggedSchedule& schedule, const int64_t* offsets, bool reverse, int64_t hidden,
                         Step&& step, Carry&& carry) {
   for (int64_t t = schedule.steps - 1; t >= 0; --t) {
-    const int64_t running = schedule.active[t];
-    at::parallel_for(0, running, sequences_per_task(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = schedule.order[k];
-        step(k, b, t, step_token(offsets[b], offsets[b + 1], t, reverse));
-      }
-    });
-    carry(running);
+    for_running_sequences(schedule, offsets, reverse, t, hidden,
+                          [&](int64_t k, int64_t b, int64_t token) { step(k, b, t, token); });
+    carry(schedule.active[t]);
   }
 }
 

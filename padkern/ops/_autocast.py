@@ -89,3 +89,4 @@ def register_all(triton_available: bool) -> None:
         _register(name, policy)
         if triton_available:
             _register(f"{name}_triton", policy)
+    _register("lstm_projected_recurrence", _recurrence)  # CPU only: no Triton twin

@@ -1,4 +1,7 @@
-"""torch.nn.LSTM's projections (``proj_size``) on padkern's LSTM kernels.
+"""torch.nn.LSTM's projections (``proj_size``) on padkern's plain LSTM kernels: the route of
+the GPU backends (cuda, triton). The cpu backend runs its own kernel for them
+(``padkern::lstm_projected_recurrence``, csrc/cpu/lstm_projected.cpp), which multiplies by
+[4H, P] and [P, H] each step.
 
 With projections h_t = W_hr (o_t * tanh(c_t)) [P], and the next step's gates read
 W_hh h_t = (W_hh W_hr) (o_t * tanh(c_t)). So an LSTM with projections is the plain LSTM

@@ -49,6 +49,9 @@ _NATIVE = {
     "gru": (torch.ops.padkern.gru_recurrence.default, torch.ops.padkern.gru_recurrence_backward.default),
     "rnn": (torch.ops.padkern.rnn_recurrence.default, torch.ops.padkern.rnn_recurrence_backward.default),
 }
+# An LSTM with projections on the CPU (the other backends: _projection.py's composition).
+_PROJECTED = (torch.ops.padkern.lstm_projected_recurrence.default,
+              torch.ops.padkern.lstm_projected_recurrence_backward.default)
 if TRITON_MISSING is None:
     from ..triton import rnn as triton_rnn
 
@@ -76,6 +79,20 @@ def _lstm_fake(gates_x, offsets, w_hh, h0, c0, reverse, save_for_backward):
 
 def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, gates, cell, offsets, w_hh, c0, reverse):
     return grad_output.new_empty((grad_output.shape[0], 4 * c0.shape[1])), _rows_like(c0), _rows_like(c0)
+
+
+def _lstm_projected_fake(gates_x, offsets, w_hh, w_hr, h0, c0, reverse, save_for_backward):
+    tokens, projection, hidden = gates_x.shape[0], w_hr.shape[0], w_hr.shape[1]
+    saved = tokens if save_for_backward else 0
+    return (gates_x.new_empty((tokens, projection)), _rows_like(h0), _rows_like(c0),
+            gates_x.new_empty((saved, 4 * hidden)), gates_x.new_empty((saved, hidden)),
+            gates_x.new_empty((saved, hidden)))
+
+
+def _lstm_projected_backward_fake(grad_output, grad_h_n, grad_c_n, gates, cell, offsets, w_hh, w_hr, c0, reverse):
+    tokens, batch = grad_output.shape[0], c0.shape[0]
+    return (grad_output.new_empty((tokens, 4 * w_hr.shape[1])), grad_output.new_empty((tokens, w_hr.shape[0])),
+            grad_output.new_empty((batch, w_hr.shape[0])), _rows_like(c0))
 
 
 def _gru_fake(gates_x, offsets, w_hh, b_hh, h0, reverse, save_for_backward):
@@ -141,6 +158,29 @@ def _register_lstm_autograd(forward_op, backward_op):
     torch.library.register_autograd(backward_op, _no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
+def _register_lstm_projected_autograd(forward_op, backward_op):
+    def setup(ctx, inputs, output):
+        gates_x, offsets, w_hh, w_hr, h0, c0, reverse, _ = inputs
+        output, _, _, gates, cell, unprojected = output
+        ctx.save_for_backward(offsets, w_hh, w_hr, h0, c0, output, gates, cell, unprojected)
+        ctx.reverse = reverse
+
+    def backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cell, _grad_unprojected):
+        offsets, w_hh, w_hr, h0, c0, output, gates, cell, unprojected = ctx.saved_tensors
+        if gates.shape[0] != output.shape[0]:
+            raise RuntimeError("lstm_projected_recurrence was called with save_for_backward=False; it cannot be "
+                               "differentiated")
+        grad_gates, grad_hidden, grad_h0, grad_c0 = backward_op(
+            _or_zeros(grad_output, output), _or_zeros(grad_h_n, h0), _or_zeros(grad_c_n, c0),
+            gates, cell, offsets, w_hh, w_hr, c0, ctx.reverse)
+        grad_w_hh = _weight_grad(grad_gates, output, h0, offsets, ctx.reverse)
+        grad_w_hr = weight_gradient(grad_hidden, unprojected)  # dh^T (o * tanh c), over all tokens
+        return grad_gates, None, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None, None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup)
+    torch.library.register_autograd(backward_op, _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
 def _register_gru_autograd(forward_op, backward_op):
     def setup(ctx, inputs, output):
         gates_x, offsets, w_hh, b_hh, h0, reverse, _ = inputs
@@ -182,6 +222,8 @@ def _register_rnn_autograd(forward_op, backward_op):
 _REGISTER_AUTOGRAD = {"lstm": _register_lstm_autograd, "gru": _register_gru_autograd, "rnn": _register_rnn_autograd}
 for _cell in ("lstm", "gru", "rnn"):
     register_family(_NATIVE[_cell], None if _TRITON is None else _TRITON[_cell], _FAKES[_cell], _REGISTER_AUTOGRAD[_cell])
+register_family(_PROJECTED, None, (_lstm_projected_fake, _lstm_projected_backward_fake),
+                _register_lstm_projected_autograd)
 
 
 @torch.library.register_fake("padkern::step_gemm")
@@ -264,6 +306,15 @@ def lstm(values, offsets, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *,
     def recurrence(gates_x, w_hh, h0, c0):
         return forward_op(dense(gates_x), offsets, dense(w_hh), dense(h0), dense(c0), reverse, save)[:3]
 
+    if w_hr is not None and name == "cpu":
+        output, h_n, c_n = _PROJECTED[0](dense(gates_x), offsets, dense(w_hh), dense(w_hr), dense(h0), dense(c0),
+                                         reverse, save)[:3]
+        if torch.is_autocast_enabled("cpu") and output.dtype != torch.float64:
+            # The recurrence ran in float32 (as torch.nn's on the CPU); torch.nn.LSTM's projection
+            # is an autocast matmul, so its output and h_n come in the autocast dtype.
+            dtype = torch.get_autocast_dtype("cpu")
+            output, h_n = output.to(dtype), h_n.to(dtype)
+        return LSTMOutput(output, h_n, c_n)
     if w_hr is not None:
         return LSTMOutput(*projected_lstm(gates_x, offsets, w_hh, w_hr, h0, c0, reverse, recurrence))
     return LSTMOutput(*recurrence(gates_x, w_hh, h0, c0))
