@@ -350,16 +350,17 @@ def test_cpu_kernel_opcheck(requires_grad):
                               cpu_kernel_backward_args([t.detach() for t in args], reverse))
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_kernel_writes_every_output(dtype):
+def test_cpu_kernel_writes_every_output(dtype, reverse):
     # Fresh allocations filled with NaN: every output row, saved tensor and gradient is written,
     # empty sequences' states included (h_n = h0, c_n = c0; their gradients are grad_h_n, grad_c_n).
     from ragged_cases import nan_filled_allocations
 
     args = cpu_kernel_case([0, 7, 3, 0, 20, 1], 40, 12, dtype)
     with nan_filled_allocations():
-        outputs = torch.ops.padkern.lstm_projected_recurrence(*args, False, True)
-        backward_args = cpu_kernel_backward_args(args, False)
+        outputs = torch.ops.padkern.lstm_projected_recurrence(*args, reverse, True)
+        backward_args = cpu_kernel_backward_args(args, reverse)
         grads = torch.ops.padkern.lstm_projected_recurrence_backward(*backward_args)
     assert all(t.isfinite().all() for t in (*outputs, *grads))
     empty = [0, 3]
@@ -385,15 +386,17 @@ def test_cpu_kernel_reduced_precision_runs_in_float32(dtype):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_cpu_kernel_float32_at_layer_sizes(reverse):
-    # 4H = 288 gate columns (past one 128-column panel of the step GEMMs), P = 24 and H = 72
-    # not multiples of a register: the op's output, states and every gradient in float32 within
-    # twice the float32 reference's error against float64 (each with its own rounding of the
-    # same products), plus a few ulps of the largest value for an error of 0 there.
+@pytest.mark.parametrize("hidden, projection", [(72, 24), (150, 130)])
+def test_cpu_kernel_float32_at_layer_sizes(hidden, projection, reverse):
+    # The step GEMMs' 128-column panels: 4H = 288 gate columns past one, and at H = 150, P = 130
+    # every product past one (the projection's P, backward's H and P); sizes not multiples of a
+    # register. The op's output, states and every gradient in float32 within twice the float32
+    # reference's error against float64 (each with its own rounding of the same products), plus
+    # a few ulps of the largest value for an error of 0 there.
     lengths = [40, 0, 17, 33, 1, 0, 25]
     values, offsets = make_values(lengths, 16)
-    w_ih = layer_weights("lstm", 16, 72)[0]
-    _, w_hh, w_hr, h0, c0 = cpu_kernel_case(lengths, 72, 24)[1:]
+    w_ih = layer_weights("lstm", 16, hidden)[0]
+    _, w_hh, w_hr, h0, c0 = cpu_kernel_case(lengths, hidden, projection)[1:]
     leaves64 = [t.clone().requires_grad_() for t in (values, w_ih, w_hh, w_hr, h0, c0)]
 
     def forward_backward(leaves, backend):
@@ -410,6 +413,29 @@ def test_cpu_kernel_float32_at_layer_sizes(reverse):
     for index, (mine, theirs, exact) in enumerate(zip(ours, yardstick, truth)):
         allowed = 2 * (theirs.double() - exact).abs().max() + 4 * eps * exact.abs().max()
         assert (mine.double() - exact).abs().max() <= allowed, index
+
+
+def test_cpu_kernel_rows_in_parallel():
+    # At H = 512 a task takes 8 sequences' gate loops, so 12 running sequences split over the
+    # threads (two at least here): float64 forward and gradients as the reference's.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        lengths = [6, 0, 3, 5, 6, 1, 2, 6, 0, 4, 5, 3, 6, 2]
+        values, offsets = make_values(lengths, 8)
+        w_ih = layer_weights("lstm", 8, 512)[0]
+        _, w_hh, w_hr, h0, c0 = cpu_kernel_case(lengths, 512, 64)[1:]
+        leaves = [t.requires_grad_() for t in (values, w_ih, w_hh, w_hr, h0, c0)]
+        results = {}
+        for backend in ("reference", "cpu"):
+            outputs = padkern.ops.lstm(values, offsets, w_ih, w_hh, None, None, h0, c0, w_hr=w_hr, reverse=True,
+                                       backend=backend)
+            loss = sum((out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)).sum()
+                       for out in outputs)
+            results[backend] = [o.detach() for o in outputs] + list(torch.autograd.grad(loss, leaves))
+        assert_all_close(results["cpu"], results["reference"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cpu_kernel_checks_shapes():
