@@ -204,14 +204,14 @@ def attention_train(device):
 # name, measure(device), CPU guard (ratio to the floor). Measured on a Zen 5 host (AVX-512;
 # README.md, "Performance guard"), runs of 2026-12-06 with the pre-faulted heap: pad 0.62-0.68
 # since its copies go by runs of rows (0.69-0.95 with a call per row), masked_linear 1.19-1.27
-# and ragged_linear+gelu 1.10-1.14 since their weight gradients went to brgemm outer products
+# and ragged_linear+gelu 1.10-1.15 since their weight gradients went to brgemm outer products
 # (1.28-1.32 and 1.14-1.20 before), ragged_bmm 1.09-1.18, segment 0.37-0.61 since its exp skips
 # host_exp's overflow care (0.51-0.67 before; 1.81-2.07 with libm's exp), LSTM/GRU/RNN forward
-# 1.21-1.25/1.19-1.23/1.15-1.22, forward+backward 1.22-1.27/1.24-1.28/1.23-1.28 (1.29-1.33/
+# 1.21-1.26/1.19-1.23/1.15-1.22, forward+backward 1.22-1.27/1.24-1.28/1.23-1.28 (1.29-1.33/
 # 1.31-1.37/1.38-1.43 before the weight gradients' change), ragged_conv1d at 16 groups 1.60-2.08
 # since its tiles read windows of rows (1.86-2.12 before, 2.13-2.55 before its whole-register
-# stores), ragged_attention forward 1.46-1.49 since its exp change (1.62-1.66 before; 2.94-3.02
-# on BLAS), forward+backward 1.72-1.79 since its backward writes each gradient once (1.82-1.85
+# stores), ragged_attention forward 1.42-1.50 since its exp change (1.62-1.66 before; 2.94-3.02
+# on BLAS), forward+backward 1.70-1.79 since its backward writes each gradient once (1.82-1.85
 # before); its AVX2 code paths (the x86-64-v3 clones, torch held to AVX2) all lower (pad
 # 0.62-0.67, masked_linear 1.12, recurrences 1.14-1.19, conv 1.59-1.71, attention 1.37-1.39 and
 # 1.52-1.56, segment 0.38-0.41). Each guard sits 1.15-1.5x above the highest: the conv's 1.15 on this
