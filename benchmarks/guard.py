@@ -158,6 +158,29 @@ def recurrence(kind, train, device):
                   _gemms([(rows, w.t()), (grad, w), (grad.t(), rows)] * 2, device), device)
 
 
+def lstm_projected(train, device):
+    """padkern.nn.LSTM with projections (input = proj_size = 256, H = 1024, B32 T128, half the
+    tokens real) vs the GEMMs the real tokens need: the input projection and the recurrent
+    product ([L, 256] x [256, 4H] each) and the output projection ([L, H] x [H, 256]); with
+    backward each product's input and weight gradients as well."""
+    x, lengths = _batch(32, 128, 256, device, 8)
+    r = Ragged.from_padded(x, lengths)
+    module = padkern.nn.LSTM(256, 1024, proj_size=256, batch_first=True).to(device)
+    rows = r.values
+    w, w_hr = torch.randn(4096, 256, device=device), torch.randn(256, 1024, device=device)
+    unprojected = torch.randn(rows.shape[0], 1024, device=device)
+    products = [(rows, w.t())] * 2 + [(unprojected, w_hr.t())]
+    if not train:
+        with torch.no_grad():
+            return _ratio(lambda: module(r), _gemms(products, device), device)
+    grad_gates = torch.randn(rows.shape[0], 4096, device=device)
+    grad_h = torch.randn(rows.shape[0], 256, device=device)
+    products += [(grad_gates, w), (grad_gates.t(), rows)] * 2 + [(grad_h, w_hr), (grad_h.t(), unprojected)]
+    leaf = rows.clone().requires_grad_()
+    ragged = Ragged(leaf, r.offsets)
+    return _ratio(lambda: module(ragged)[0].values.sum().backward(), _gemms(products, device), device)
+
+
 def conv1d_grouped_train(device):
     """ragged_conv1d with 16 channels per group (C256 k5), forward+backward (input, weight,
     bias) vs three GEMMs of the forward's FLOPs over the real rows ([L, C] x [C, k C/G])."""
@@ -203,24 +226,25 @@ def attention_train(device):
 
 # name, measure(device), CPU guard (ratio to the floor). Measured on a Zen 5 host (AVX-512;
 # README.md, "Performance guard"), runs of 2026-12-06 with the pre-faulted heap: pad 0.62-0.68
-# since its copies go by runs of rows (0.69-0.95 with a call per row), masked_linear 1.19-1.27
-# and ragged_linear+gelu 1.10-1.15 since their weight gradients went to brgemm outer products
+# since its copies go by runs of rows (0.69-0.95 with a call per row), masked_linear 1.19-1.27 and
+# ragged_linear+gelu 1.10-1.15 since their weight gradients went to brgemm outer products
 # (1.28-1.32 and 1.14-1.20 before), ragged_bmm 1.09-1.18, segment 0.37-0.61 since its exp skips
 # host_exp's overflow care (0.51-0.67 before; 1.81-2.07 with libm's exp), LSTM/GRU/RNN forward
 # 1.21-1.26/1.19-1.23/1.15-1.22, forward+backward 1.22-1.27/1.24-1.28/1.23-1.28 (1.29-1.33/
-# 1.31-1.37/1.38-1.43 before the weight gradients' change), ragged_conv1d at 16 groups 1.60-2.08
-# since its tiles read windows of rows (1.86-2.12 before, 2.13-2.55 before its whole-register
-# stores), ragged_attention forward 1.42-1.50 since its exp change (1.62-1.66 before; 2.94-3.02
-# on BLAS), forward+backward 1.70-1.79 since its backward writes each gradient once (1.82-1.85
-# before); its AVX2 code paths (the x86-64-v3 clones, torch held to AVX2) all lower (pad
-# 0.62-0.67, masked_linear 1.12, recurrences 1.14-1.19, conv 1.59-1.71, attention 1.37-1.39 and
-# 1.52-1.56, segment 0.38-0.41). Each guard sits 1.15-1.5x above the highest: the conv's 1.15 on this
-# noisy host's spread, segment's and attention's 1.4-1.5 since their exp got faster.
-# The recurrences with the vectorisation regression of 61e0624 (ff3c9c0, same run, weight
-# gradients on at::mm) read forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4 against floors
-# without the brgemm engine, which can only make a floor faster; the grouped conv's GEMM route
-# before the direct kernels was about 3.5x slower, the attention forward with its softmax rows
-# scalar 1.7x.
+# 1.31-1.37/1.38-1.43 before the weight gradients' change), the LSTM with projections 1.23 and
+# 1.40-1.41 since it has its own kernel (3.49-3.54 and 3.95-3.99 recurring on the unprojected
+# state), ragged_conv1d at 16 groups 1.60-2.08 since its tiles read windows of rows (1.86-2.12
+# before, 2.13-2.55 before its whole-register stores), ragged_attention forward 1.42-1.50 since
+# its exp change (1.62-1.66 before; 2.94-3.02 on BLAS), forward+backward 1.70-1.79 since its
+# backward writes each gradient once (1.82-1.85 before); its AVX2 code paths (the x86-64-v3
+# clones, torch held to AVX2) all lower (pad 0.62-0.67, masked_linear 1.12, recurrences 1.14-1.19,
+# with projections 1.18-1.20 and 1.18-1.23, conv 1.59-1.71, attention 1.37-1.39 and 1.52-1.56,
+# segment 0.38-0.41). Each guard sits 1.15-1.5x above the highest: the conv's 1.15 on this noisy
+# host's spread, segment's and attention's 1.4-1.5 since their exp got faster. The recurrences
+# with the vectorisation regression of 61e0624 (ff3c9c0, same run, weight gradients on at::mm)
+# read forward 3.1/3.3/3.2 and forward+backward 2.5/2.4/2.4 against floors without the brgemm
+# engine, which can only make a floor faster; the grouped conv's GEMM route before the direct
+# kernels was about 3.5x slower, the attention forward with its softmax rows scalar 1.7x.
 CASES = [
     ("pad round trip vs 2 copies", pad_round_trip, 0.9),
     ("masked_linear fwd+bwd vs 3 GEMMs on the real rows", masked_linear_train, 1.65),
@@ -233,6 +257,8 @@ CASES = [
     ("LSTM fwd+bwd vs 6 GEMMs", lambda d: recurrence("LSTM", True, d), 1.65),
     ("GRU fwd+bwd vs 6 GEMMs", lambda d: recurrence("GRU", True, d), 1.7),
     ("RNN fwd+bwd vs 6 GEMMs", lambda d: recurrence("RNN", True, d), 1.8),
+    ("LSTM with projections fwd vs 3 GEMMs", lambda d: lstm_projected(False, d), 1.5),
+    ("LSTM with projections fwd+bwd vs 9 GEMMs", lambda d: lstm_projected(True, d), 1.8),
     ("ragged_conv1d 16 groups fwd+bwd vs 3 GEMMs", conv1d_grouped_train, 2.4),
     ("ragged_attention fwd vs 2 GEMMs", attention_forward, 2.1),
     ("ragged_attention fwd+bwd vs 6 GEMMs", attention_train, 2.4),
