@@ -5,6 +5,8 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import padkern
@@ -436,6 +438,30 @@ def test_cpu_kernel_rows_in_parallel():
         assert_all_close(results["cpu"], results["reference"])
     finally:
         torch.set_num_threads(threads)
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5), hidden=st.integers(2, 9), data=st.data(),
+       reverse=st.booleans())
+def test_fuzz_against_reference(lengths, hidden, data, reverse):
+    # Every backend (the CPU's own kernel, the composition elsewhere) against the reference,
+    # float64 forward and every gradient, on drawn lengths (empty sequences included) and sizes.
+    from conftest import DEVICE_BACKENDS
+
+    projection = data.draw(st.integers(1, hidden - 1), label="projection")
+    for device, backend in DEVICE_BACKENDS:
+        values, offsets = make_values(lengths, INPUT, device=device)
+        w_ih = layer_weights("lstm", INPUT, hidden, device=device)[0]
+        w_hh, w_hr, h0, c0 = (t.to(device) for t in cpu_kernel_case(lengths, hidden, projection)[2:])
+        leaves = [t.clone().requires_grad_() for t in (values, w_ih, w_hh, w_hr, h0, c0)]
+        results = {}
+        for name in ("reference", backend):
+            outputs = padkern.ops.lstm(leaves[0], offsets, leaves[1], leaves[2], None, None, leaves[4], leaves[5],
+                                       w_hr=leaves[3], reverse=reverse, backend=name)
+            loss = sum((out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype, device=device).view_as(out)).sum()
+                       for out in outputs)
+            results[name] = [o.detach() for o in outputs] + list(torch.autograd.grad(loss, leaves))
+        assert_all_close(results[backend], results["reference"])
 
 
 def test_cpu_kernel_checks_shapes():
