@@ -3,8 +3,10 @@
 One layer, one direction per call. The input projection is one GEMM over all L
 real tokens (``values @ w_ih^T + b``); only the recurrence is sequential, and it
 runs in a registered op (``padkern::{lstm,gru,rnn}_recurrence``:
-C++ on CPU, CUDA on GPU; ``*_triton`` twins) that touches real tokens only. Its
-backward carries dh/dc through time; the weight gradients are then one GEMM each
+C++ on CPU, CUDA on GPU; ``*_triton`` twins) that touches real tokens only; an LSTM
+with projections runs ``padkern::lstm_projected_recurrence`` on the CPU and the plain
+LSTM op on the unprojected state elsewhere (_projection.py). Its backward carries
+dh/dc through time; the weight gradients are then one GEMM each
 over all tokens. This file holds the fake functions, the autograd formulas and the
 public functions; kernels know nothing about autograd.
 """
