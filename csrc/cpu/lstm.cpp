@@ -102,8 +102,7 @@ void lstm_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_n, co
   run_backward_steps(
       schedule, offsets, reverse, hidden,
       [&](int64_t k, int64_t b, int64_t t, int64_t token) {
-        const scalar_t* c_prev_row =
-            t == 0 ? c0 + b * hidden : saved_cell + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
+        const scalar_t* c_prev_row = previous_cell_row(c0, saved_cell, offsets, b, t, reverse, hidden);
         scalar_t* step_row = step_grad + k * gates;
         lstm_backward_row(saved_gates + token * gates, saved_cell + token * hidden, c_prev_row, dh + k * hidden,
                           grad_out + token * hidden, dc + k * hidden, step_row, hidden);

@@ -77,7 +77,7 @@ void projected_forward_kernel(const scalar_t* x, const int64_t* offsets, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> projected_forward_checked(
     const at::Tensor& gates_x, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& w_hr,
     const at::Tensor& h0, const at::Tensor& c0, bool reverse, bool save_for_backward) {
-  const ProjectedShape shape{w_hr.size(1), w_hr.size(0), gates_x.size(0), offsets.size(0) - 1};
+  const ProjectedShape shape = projected_shape(gates_x, offsets, w_hr);
   const int64_t saved_rows = save_for_backward ? shape.tokens : 0;
   at::Tensor output = at::empty({shape.tokens, shape.projection}, gates_x.options());
   // Row-major whatever h0/c0's strides: the kernel writes rows through data pointers.
@@ -152,8 +152,7 @@ void projected_backward_kernel(const scalar_t* grad_out, const scalar_t* grad_h_
     });
     unprojection.multiply(dh_buffer, running, /*accumulate=*/false, dm_buffer);
     for_running_sequences(schedule, offsets, reverse, t, hidden, [&](int64_t k, int64_t b, int64_t token) {
-      const scalar_t* c_prev_row =
-          t == 0 ? c0 + b * hidden : saved_cell + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
+      const scalar_t* c_prev_row = previous_cell_row(c0, saved_cell, offsets, b, t, reverse, hidden);
       scalar_t* step_row = step_grad + k * gates;
       lstm_backward_row<scalar_t, false>(saved_gates + token * gates, saved_cell + token * hidden, c_prev_row,
                                          dm + k * hidden, nullptr, dc + k * hidden, step_row, hidden);
@@ -170,7 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> projected_backward_ch
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& saved_gates,
     const at::Tensor& saved_cell, const at::Tensor& offsets, const at::Tensor& w_hh, const at::Tensor& w_hr,
     const at::Tensor& c0, bool reverse) {
-  const ProjectedShape shape{w_hr.size(1), w_hr.size(0), grad_output.size(0), offsets.size(0) - 1};
+  const ProjectedShape shape = projected_shape(grad_output, offsets, w_hr);
   at::Tensor grad_gates = at::empty({shape.tokens, 4 * shape.hidden}, grad_output.options());
   at::Tensor grad_hidden = at::empty({shape.tokens, shape.projection}, grad_output.options());
   at::Tensor grad_h0 = at::empty({shape.batch, shape.projection}, grad_output.options());

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "padkern/ragged_layout.h"
 #include "padkern/rnn_cells.h"
 #include "padkern/vector_clones.h"
 
@@ -34,6 +35,14 @@ PADKERN_VECTOR_CLONES void lstm_step_row(const scalar_t* __restrict x, const sca
       saved_cell[j] = s.c;
     }
   }
+}
+
+// The cell state sequence b's step t started from: c0's row at its first step, else the cell its
+// previous step saved (at its previous token: one before it, or one after it in reverse).
+template <typename scalar_t>
+const scalar_t* previous_cell_row(const scalar_t* c0, const scalar_t* saved_cell, const int64_t* offsets, int64_t b,
+                                  int64_t t, bool reverse, int64_t hidden) {
+  return t == 0 ? c0 + b * hidden : saved_cell + step_token(offsets[b], offsets[b + 1], t - 1, reverse) * hidden;
 }
 
 // One sequence's backward step: gate gradients into `step_grad`, dc carried in place. The

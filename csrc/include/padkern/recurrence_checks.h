@@ -46,8 +46,7 @@ struct ProjectedShape {
   int64_t hidden, projection, tokens, batch;
 };
 
-inline ProjectedShape projected_shape(const at::Tensor& rows, const at::Tensor& offsets, const at::Tensor& w_hh,
-                                      const at::Tensor& w_hr) {
+inline ProjectedShape projected_shape(const at::Tensor& rows, const at::Tensor& offsets, const at::Tensor& w_hr) {
   check_offsets_layout(offsets, rows.device());
   TORCH_CHECK(w_hr.dim() == 2 && w_hr.size(0) >= 1, "padkern: w_hr must be [P, H] with P >= 1, got ", w_hr.sizes());
   return {w_hr.size(1), w_hr.size(0), rows.size(0), offsets.size(0) - 1};
@@ -56,7 +55,7 @@ inline ProjectedShape projected_shape(const at::Tensor& rows, const at::Tensor& 
 inline ProjectedShape check_lstm_projected_forward_inputs(const at::Tensor& gates_x, const at::Tensor& offsets,
                                                           const at::Tensor& w_hh, const at::Tensor& w_hr,
                                                           const at::Tensor& h0, const at::Tensor& c0) {
-  const ProjectedShape s = projected_shape(gates_x, offsets, w_hh, w_hr);
+  const ProjectedShape s = projected_shape(gates_x, offsets, w_hr);
   check_recurrence_inputs(gates_x, {{gates_x, "gates_x", s.tokens, 4 * s.hidden},
                                     {w_hh, "w_hh", 4 * s.hidden, s.projection},
                                     {w_hr, "w_hr", s.projection, s.hidden},
@@ -70,7 +69,7 @@ inline ProjectedShape check_lstm_projected_backward_inputs(const at::Tensor& gra
                                                            const at::Tensor& saved_cell, const at::Tensor& offsets,
                                                            const at::Tensor& w_hh, const at::Tensor& w_hr,
                                                            const at::Tensor& c0) {
-  const ProjectedShape s = projected_shape(grad_output, offsets, w_hh, w_hr);
+  const ProjectedShape s = projected_shape(grad_output, offsets, w_hr);
   check_recurrence_inputs(grad_output, {{grad_output, "grad_output", s.tokens, s.projection},
                                         {grad_h_n, "grad_h_n", s.batch, s.projection},
                                         {grad_c_n, "grad_c_n", s.batch, s.hidden},
